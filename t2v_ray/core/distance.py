@@ -1,0 +1,86 @@
+"""TASK2VEC distances (paper §3.3) and the domain-embedding baseline.
+
+Notation: F_a, F_b are diagonal-Fisher embeddings on the same probe (non-negative, one entry per filter);
+t0 is the trivial embedding (the variational prior, §3.1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-12  # keeps F/(F_a+F_b) defined where both entries are zero (the reference code returns NaN there)
+
+
+def _normalised_pair(a: np.ndarray, b: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    a = np.clip(np.asarray(a, dtype=np.float64), 0.0, None)
+    b = np.clip(np.asarray(b, dtype=np.float64), 0.0, None)
+    if a.shape != b.shape:
+        raise ValueError(f"embeddings have different shapes {a.shape} vs {b.shape}: were they made with the same probe?")
+    s = a + b + eps
+    return a / s, b / s
+
+
+def cosine_distance(u: np.ndarray, v: np.ndarray, eps: float = EPS) -> float:
+    """1 - cos(u, v); a zero vector is at distance 1 from everything but itself (0)."""
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu < eps and nv < eps:
+        return 0.0
+    if nu < eps or nv < eps:
+        return 1.0
+    return float(1.0 - np.dot(u, v) / (nu * nv))
+
+
+def symmetric_distance(a, b, eps: float = EPS) -> float:
+    """d_sym(F_a, F_b) = d_cos(F_a/(F_a+F_b), F_b/(F_a+F_b)), element-wise division.
+
+    Both normalised vectors are non-negative, so the result lies in [0, 1]; it is 0 exactly when the two
+    halves are parallel, e.g. F_a == F_b (both halves 1/2 everywhere). Accepts arrays or TaskEmbeddings.
+    """
+    a, b = _vec(a), _vec(b)
+    na, nb = _normalised_pair(a, b, eps)
+    return float(np.clip(cosine_distance(na, nb, eps), 0.0, 1.0))
+
+
+def asymmetric_distance(a, b, t0, alpha: float = 0.15, eps: float = EPS) -> float:
+    """d_asym(t_a -> t_b) = d_sym(t_a, t_b) - alpha * d_sym(t_a, t0) (paper §3.3).
+
+    ``a`` is the source (the expert's task), ``b`` the target task; complex sources (far from the
+    trivial embedding t0) are brought closer.
+    """
+    return symmetric_distance(a, b, eps) - alpha * symmetric_distance(a, t0, eps)
+
+
+def pairwise_symmetric(embs: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Matrix D[i, j] = d_sym(E[i], E[j]) for an (n, d) stack, vectorised."""
+    e = np.clip(np.asarray(embs, dtype=np.float64), 0.0, None)
+    s = e[:, None, :] + e[None, :, :] + eps
+    u = e[:, None, :] / s
+    v = e[None, :, :] / s
+    num = (u * v).sum(-1)
+    den = np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = 1.0 - np.where(den > eps, num / np.where(den > eps, den, 1.0), 0.0)
+    both_zero = (np.linalg.norm(u, axis=-1) < eps) & (np.linalg.norm(v, axis=-1) < eps)
+    d[both_zero] = 0.0
+    np.fill_diagonal(d, 0.0)
+    return np.clip(d, 0.0, 1.0)
+
+
+def pairwise_asymmetric(sources: np.ndarray, targets: np.ndarray, t0: np.ndarray, alpha: float = 0.15) -> np.ndarray:
+    """Matrix D[i, j] = d_asym(source_i -> target_j)."""
+    src = np.asarray(sources, dtype=np.float64)
+    tgt = np.asarray(targets, dtype=np.float64)
+    both = np.concatenate([src, tgt], axis=0)
+    full = pairwise_symmetric(both)
+    d = full[: len(src), len(src) :]
+    triv = np.array([symmetric_distance(s, t0) for s in src])
+    return d - alpha * triv[:, None]
+
+
+def domain_embedding(features: np.ndarray) -> np.ndarray:
+    """Domain-embedding baseline (paper §3.2/§4.1): mean activation per feature over the task's images."""
+    return np.asarray(features, dtype=np.float64).mean(axis=0)
+
+
+def _vec(x) -> np.ndarray:
+    return np.asarray(getattr(x, "vector", x), dtype=np.float64).reshape(-1)
