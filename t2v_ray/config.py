@@ -141,7 +141,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> T:
     """Defaults of ``cls``, updated by the YAML at ``path`` (if any), then by dotted ``overrides``."""
     data = to_dict(cls())
 

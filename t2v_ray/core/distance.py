@@ -15,7 +15,9 @@ def _normalised_pair(a: np.ndarray, b: np.ndarray, eps: float) -> tuple[np.ndarr
     a = np.clip(np.asarray(a, dtype=np.float64), 0.0, None)
     b = np.clip(np.asarray(b, dtype=np.float64), 0.0, None)
     if a.shape != b.shape:
-        raise ValueError(f"embeddings have different shapes {a.shape} vs {b.shape}: were they made with the same probe?")
+        raise ValueError(
+            f"embeddings have different shapes {a.shape} vs {b.shape}: were they made with the same probe?"
+        )
     s = a + b + eps
     return a / s, b / s
 
@@ -66,7 +68,9 @@ def pairwise_symmetric(embs: np.ndarray, eps: float = EPS) -> np.ndarray:
     return np.clip(d, 0.0, 1.0)
 
 
-def pairwise_asymmetric(sources: np.ndarray, targets: np.ndarray, t0: np.ndarray, alpha: float = 0.15) -> np.ndarray:
+def pairwise_asymmetric(
+    sources: np.ndarray, targets: np.ndarray, t0: np.ndarray, alpha: float = 0.15
+) -> np.ndarray:
     """Matrix D[i, j] = d_asym(source_i -> target_j)."""
     src = np.asarray(sources, dtype=np.float64)
     tgt = np.asarray(targets, dtype=np.float64)

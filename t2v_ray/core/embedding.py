@@ -24,7 +24,9 @@ class TaskEmbedding:
     def __post_init__(self) -> None:
         self.vector = np.asarray(self.vector, dtype=np.float64).reshape(-1)
         if self.layer_offsets and self.layer_offsets[-1] != self.vector.size:
-            raise ValueError(f"layer_offsets end at {self.layer_offsets[-1]} but the vector has {self.vector.size} entries")
+            raise ValueError(
+                f"layer_offsets end at {self.layer_offsets[-1]} but the vector has {self.vector.size} entries"
+            )
 
     @property
     def dim(self) -> int:

@@ -86,7 +86,9 @@ def _resolve(features: nn.Module, filter_map) -> list[nn.Module]:
 
 
 # ----------------------------------------------------------------------------- per-sample squares
-def _linear_sq(a: torch.Tensor, delta: torch.Tensor, per_weight: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _linear_sq(
+    a: torch.Tensor, delta: torch.Tensor, per_weight: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-filter sums over the batch of squared per-sample weight gradients of a Linear layer."""
     if a.dim() == 2:  # no weight sharing: G_n = δ_n a_nᵀ, so Σ_i G_oi² = δ_o² ‖a‖²
         filt = (delta.pow(2) * a.pow(2).sum(1, keepdim=True)).sum(0)
@@ -135,7 +137,9 @@ def _chunk_size(mod: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> int:
     if isinstance(mod, nn.Conv2d):
         k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
         p = delta[0, 0].numel()
-        per_sample += k * mod.groups * p + min(mod.out_channels * k, mod.groups * p * p + mod.out_channels * p)
+        per_sample += k * mod.groups * p + min(
+            mod.out_channels * k, mod.groups * p * p + mod.out_channels * p
+        )
     return max(1, _MAX_ELEMENTS // max(per_sample, 1))
 
 
@@ -152,7 +156,11 @@ def _score_vectors(logits: torch.Tensor, n_draws: int, max_classes: int | None, 
     bsz, c = p.shape
     if n_draws == 0:
         kk = c if max_classes is None else min(c, max_classes)
-        idx = p.topk(kk, dim=-1).indices.T if kk < c else torch.arange(c, device=p.device)[:, None].expand(c, bsz)
+        idx = (
+            p.topk(kk, dim=-1).indices.T
+            if kk < c
+            else torch.arange(c, device=p.device)[:, None].expand(c, bsz)
+        )
         onehot = F.one_hot(idx, c).to(p.dtype)  # (K, B, C)
         weight = p.gather(1, idx.T).T.sqrt()  # (K, B)
         return weight[..., None] * (onehot - p[None])
@@ -204,7 +212,19 @@ def montecarlo_fisher(
     try:
         for x in batches:
             n += x.shape[0]
-            _accumulate_batch(features, head, modules, x, acc, acc_pw, n_draws, max_classes, per_weight, generator, autocast_dtype)
+            _accumulate_batch(
+                features,
+                head,
+                modules,
+                x,
+                acc,
+                acc_pw,
+                n_draws,
+                max_classes,
+                per_weight,
+                generator,
+                autocast_dtype,
+            )
     finally:
         features.train(was_training)
     if n == 0:
@@ -212,7 +232,9 @@ def montecarlo_fisher(
     return _finish(filter_map, acc, acc_pw, n, per_weight)
 
 
-def _accumulate_batch(features, head, modules, x, acc, acc_pw, n_draws, max_classes, per_weight, generator, autocast_dtype):
+def _accumulate_batch(
+    features, head, modules, x, acc, acc_pw, n_draws, max_classes, per_weight, generator, autocast_dtype
+):
     x = x.detach().requires_grad_(True)  # guarantees a graph even if the probe's params are frozen
     with _capture(modules) as recs, torch.enable_grad():
         if autocast_dtype is not None:
@@ -237,7 +259,8 @@ def _accumulate_batch(features, head, modules, x, acc, acc_pw, n_draws, max_clas
 
 def _finish(filter_map, acc, acc_pw, n, per_weight) -> FisherResult:
     blocks = [
-        (a.double().cpu().numpy() / n) / g.weights_per_filter for a, g in zip(acc, filter_map.groups, strict=True)
+        (a.double().cpu().numpy() / n) / g.weights_per_filter
+        for a, g in zip(acc, filter_map.groups, strict=True)
     ]
     pw = [(a.double().cpu().numpy() / n) for a in acc_pw] if per_weight else None
     return FisherResult(per_filter=np.concatenate(blocks), n_samples=n, per_weight=pw)
@@ -293,7 +316,9 @@ def _kl_terms(weights: list[torch.Tensor], log_prec, log_prior, filter_map) -> t
         var_sum = k * torch.exp(-lp).sum()
         logvar_sum = -k * lp.sum()
         numel = g.n_filters * k
-        total = total + 0.5 * (lam2 * var_sum + lam2 * w.detach().pow(2).sum() - numel - numel * lpr - logvar_sum)
+        total = total + 0.5 * (
+            lam2 * var_sum + lam2 * w.detach().pow(2).sum() - numel - numel * lpr - logvar_sum
+        )
     return total
 
 
@@ -339,7 +364,10 @@ def variational_fisher(
     weights = [m.weight for m in modules]
     dev = weights[0].device
     # λ² starts at 1/mean(ŵ²) per layer: the prior matched to each layer's weight scale (supplement §6).
-    log_prior = [torch.tensor(-math.log(w.detach().pow(2).mean().item() + 1e-12), device=dev).requires_grad_() for w in weights]
+    log_prior = [
+        torch.tensor(-math.log(w.detach().pow(2).mean().item() + 1e-12), device=dev).requires_grad_()
+        for w in weights
+    ]
     log_prec = [
         (lpr.detach().clone() * torch.ones(g.n_filters, device=dev)).requires_grad_()
         if init_precision == "prior"
@@ -383,9 +411,12 @@ def variational_fisher(
         features.train(was_training)
     emb = np.concatenate([scale * torch.exp(lp).detach().double().cpu().numpy() for lp in log_prec])
     triv = np.concatenate(
-        [np.full(g.n_filters, scale * math.exp(float(lpr))) for lpr, g in zip(log_prior, filter_map.groups, strict=True)]
+        [
+            np.full(g.n_filters, scale * math.exp(float(lpr.detach())))
+            for lpr, g in zip(log_prior, filter_map.groups, strict=True)
+        ]
     )
-    extra = {"final_loss": loss_val, "steps": step, "log_prior": [float(v) for v in log_prior]}
+    extra = {"final_loss": loss_val, "steps": step, "log_prior": [float(v.detach()) for v in log_prior]}
     return FisherResult(per_filter=emb, n_samples=n_samples, trivial=triv, extra=extra)
 
 

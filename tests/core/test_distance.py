@@ -1,0 +1,69 @@
+"""Task2Vec distances (paper §3.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from t2v_ray.core.distance import (
+    asymmetric_distance,
+    cosine_distance,
+    pairwise_asymmetric,
+    pairwise_symmetric,
+    symmetric_distance,
+)
+
+
+@pytest.fixture
+def embs():
+    return np.random.default_rng(0).gamma(0.5, 1.0, size=(6, 40))
+
+
+def test_symmetric_distance_properties(embs):
+    for a in embs:
+        assert symmetric_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+        for b in embs:
+            d = symmetric_distance(a, b)
+            assert 0.0 <= d <= 1.0
+            assert d == pytest.approx(symmetric_distance(b, a), abs=1e-12)
+
+
+def test_symmetric_distance_closed_form():
+    # a = (1, 0), b = (0, 1): a/(a+b) = (1, 0), b/(a+b) = (0, 1) -> orthogonal -> distance 1.
+    assert symmetric_distance([1.0, 0.0], [0.0, 1.0]) == pytest.approx(1.0)
+    # a = (1, 1), b = (1, 3): halves (1/2, 1/4) and (1/2, 3/4); cos = (1/4 + 3/16) / (|u||v|).
+    u, v = np.array([0.5, 0.25]), np.array([0.5, 0.75])
+    expected = 1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))
+    assert symmetric_distance([1.0, 1.0], [1.0, 3.0]) == pytest.approx(expected)
+
+
+def test_zero_entries_do_not_produce_nan():
+    a = np.array([0.0, 1.0, 0.0])
+    b = np.array([0.0, 2.0, 1.0])
+    d = symmetric_distance(a, b)
+    assert np.isfinite(d)
+    assert cosine_distance(np.zeros(3), np.zeros(3)) == 0.0
+    assert np.isfinite(pairwise_symmetric(np.stack([a, b, np.zeros(3)]))).all()
+
+
+def test_asymmetric_matches_formula(embs):
+    t0 = np.full(40, 0.3)
+    a, b = embs[0], embs[1]
+    for alpha in (0.0, 0.15, 1.0):
+        expected = symmetric_distance(a, b) - alpha * symmetric_distance(a, t0)
+        assert asymmetric_distance(a, b, t0, alpha) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pairwise_matrices_match_scalar_versions(embs):
+    d = pairwise_symmetric(embs)
+    for i in range(6):
+        for j in range(6):
+            assert d[i, j] == pytest.approx(symmetric_distance(embs[i], embs[j]), abs=1e-10)
+    t0 = embs.mean(0)
+    da = pairwise_asymmetric(embs[:2], embs, t0, alpha=0.15)
+    assert da[1, 4] == pytest.approx(asymmetric_distance(embs[1], embs[4], t0, 0.15), abs=1e-10)
+
+
+def test_shape_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="same probe"):
+        symmetric_distance(np.ones(3), np.ones(4))
