@@ -46,7 +46,9 @@ class FilterMap:
         return out
 
     @classmethod
-    def from_module(cls, features: nn.Module, include: Callable[[str, nn.Module], bool] | None = None) -> FilterMap:
+    def from_module(
+        cls, features: nn.Module, include: Callable[[str, nn.Module], bool] | None = None
+    ) -> FilterMap:
         """Default map: every Conv2d and Linear of ``features`` (BatchNorm and friends excluded)."""
         groups = []
         for name, mod in features.named_modules():
