@@ -23,14 +23,15 @@ def planted(seed: int, n: int = 100, d: int = 12, k: int = 4):
     """Experts whose true embedding m*_j = F_j * exp(0.8 z) differs from their task embedding F_j (b*_j != 0).
 
     Tasks sit near one m*_j each and the error of expert j on task i is d_asym(m*_j -> t_i), so the best expert
-    is the nearest m*_j, which the nearest F_j (asymmetric Task2Vec) often is not.
+    is the nearest m*_j, which the nearest F_j (asymmetric Task2Vec) often is not. The 0.3 offset keeps errors
+    positive (d_asym can be negative) without changing any ranking.
     """
     rng = np.random.default_rng(seed)
     f = rng.gamma(2.0, 0.5, (k, d))
     m_true = f * np.exp(0.8 * rng.standard_normal((k, d)))
     tasks = m_true[rng.integers(0, k, n)] * np.exp(0.25 * rng.standard_normal((n, d)))
     t0 = np.full(d, 0.5)
-    errors = pairwise_asymmetric(m_true, tasks, t0).T
+    errors = 0.3 + pairwise_asymmetric(m_true, tasks, t0).T
     return f, m_true, tasks, t0, errors
 
 
