@@ -183,6 +183,8 @@ def fit_model2vec(
         epochs, patience, val_fraction: stopping rule, see above.
         seed: seeds the validation split (the fit itself has no randomness).
     """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     tasks_np = np.clip(np.asarray(task_embs, dtype=np.float64), 0.0, None)
     scale = float(tasks_np.mean()) or 1.0  # d_sym is scale-free; this only puts lr = 0.05 on a unit scale
     prior_np = np.nan_to_num(np.asarray(expert_task_embs, dtype=np.float64), nan=0.0).clip(0.0) / scale
