@@ -7,7 +7,8 @@ Layout of a results root (a folder, ``file://`` or ``s3://`` prefix); every path
     <results>/experts.parquet      experts stage: ``expert_id``, ``source_tasks``, ``is_generic``
     <results>/library              the task library: the library folder itself (holds ``tasks.parquet``), or a
                                    small text file whose content is the library URI
-    <results>/embed/config.yaml    the resolved embed config (read by ``t2v select rank``)
+    <results>/embed_config.yaml    the resolved embed config (probe, weights, input size, EmbedConfig), read by
+                                   ``t2v select rank``; its ``library`` is the fallback library URI
     <results>/select/              default output folder of ``t2v select evaluate`` / ``t2v report``
 """
 
@@ -28,6 +29,7 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 GRID_FILE = "grid.parquet"
 EXPERTS_FILE = "experts.parquet"
 LIBRARY_POINTER = "library"
+EMBED_CONFIG_FILE = "embed_config.yaml"  # written by t2v_ray.dist.embed (CONFIG_FILE)
 SELECT_DIR = "select"
 
 
@@ -62,17 +64,30 @@ class ResultsPaths:
 
 
 def resolve_library(root: str) -> str | None:
-    """The library URI recorded under ``<root>/library``: the folder itself, or the URI a pointer file holds."""
+    """The library of a results root: ``<root>/library`` (the folder itself, or a file holding its URI), else
+    the ``library`` the embed stage recorded in ``<root>/embed_config.yaml``; None when neither says."""
     pointer = storage.join(root, LIBRARY_POINTER)
     if storage.exists(storage.join(pointer, "tasks.parquet")):
         return pointer
-    if not storage.exists(pointer):
-        return None
-    try:
-        text = storage.read_bytes(pointer).decode().strip()
-    except OSError:  # a folder without tasks.parquet: not a library
-        return None
-    return text or None
+    if storage.exists(pointer):
+        try:
+            text = storage.read_bytes(pointer).decode().strip()
+        except OSError:  # a folder without tasks.parquet: not a library
+            text = ""
+        if text:
+            return text
+    return read_embed_config(root).get("library") or None
+
+
+def read_embed_config(root: str) -> dict[str, Any]:
+    """The resolved embed config saved next to ``embeddings.parquet`` (empty when absent)."""
+    import yaml
+
+    uri = storage.join(root, EMBED_CONFIG_FILE)
+    if not storage.exists(uri):
+        return {}
+    data = yaml.safe_load(storage.read_bytes(uri).decode()) or {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass

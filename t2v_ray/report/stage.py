@@ -8,7 +8,7 @@ together with the resolved config (``config.yaml``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -53,12 +53,19 @@ class SelectConfig:
     tracking_uri: str | None = None
 
 
-def resolve_config(path: str | None, overrides: list[str] | None, **options: Any) -> SelectConfig:
-    """Defaults, then the YAML file, then dotted overrides, then explicit CLI options (those not ``None``)."""
+def resolve_config(
+    path: str | None, flags: dict[str, Any], overrides: list[str] | None = None
+) -> SelectConfig:
+    """Defaults < YAML file < flags that were given (not None) < trailing dotted ``key=value`` overrides."""
+    import json
+
     from t2v_ray.config import load_config
 
-    cfg = load_config(SelectConfig, path, list(overrides or []))
-    return replace(cfg, **{k: v for k, v in options.items() if v is not None})
+    given = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]  # JSON keeps URIs as strings
+    cfg = load_config(SelectConfig, path, given + list(overrides or []))
+    if cfg.protocol not in ("taxonomy", "mixed"):
+        raise ValueError(f"protocol must be 'taxonomy' or 'mixed', got {cfg.protocol!r}")
+    return cfg
 
 
 def output_uri(cfg: SelectConfig) -> str:

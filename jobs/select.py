@@ -1,0 +1,34 @@
+"""Select stage for ``ray job submit``: Table 1 and the report figures for a results root.
+
+    ray job submit --working-dir . -- python jobs/select.py --config jobs/configs/select.yaml results=s3://b/run
+
+Arguments after the flags are dotted ``key=value`` overrides of ``t2v_ray.report.stage.SelectConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="YAML config (keys of SelectConfig)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from t2v_ray.report.stage import resolve_config, run_select
+    from t2v_ray.report.tables import table_markdown
+
+    cfg = resolve_config(args.config, {}, args.overrides)
+    table, details, written = run_select(cfg)
+    print(table_markdown(table, f"Table 1 ({details.protocol})"))
+    for name, uri in written.items():
+        print(f"wrote {name}: {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``t2v select``: evaluate the expert selectors on stored results, or rank the experts for one new task.
+
+    t2v select evaluate --results URI [--protocol taxonomy|mixed] [--out DIR] [key=value ...]
+        Table 1 on the stored embeddings and grid: printed, and written with the figures (see ``t2v report``).
+    t2v select rank --task URI [--task-id ID] --library-results URI [--top N] [--by d_asym|model2vec]
+        Embeds one task with the probe/config in ``<results>/embed_config.yaml`` and ranks the stored experts by
+        d_asym and MODEL2VEC; reads the grid, never writes it. ``--task`` is a library (with ``--task-id`` unless
+        it holds one task) or a folder ``root/<class>/<images>``.
+
+Heavy libraries are imported inside the commands so ``t2v --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from t2v_ray.report import cli as common
+
+app = typer.Typer(
+    help="Expert selection: Table 1 on stored results, or ranking experts for a new task.",
+    no_args_is_help=True,
+)
+
+
+def render_table1(table: Any, title: str) -> Any:
+    """Table 1 as a rich table (the same strings as the Markdown file)."""
+    from rich.table import Table
+
+    from t2v_ray.report.tables import HEADERS, format_rows
+
+    out = Table(title=title, show_header=True)
+    for i, h in enumerate(HEADERS):
+        out.add_column(h, justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
+    for row in format_rows(table):
+        out.add_row(*row)
+    return out
+
+
+@app.command()
+def evaluate(
+    overrides: list[str] = common.OVERRIDES,
+    results: str = common.RESULTS,
+    protocol: str = common.PROTOCOL,
+    out: str = common.OUT,
+    library: str = common.LIBRARY,
+    embeddings: str = common.EMBEDDINGS,
+    grid: str = common.GRID,
+    experts: str = common.EXPERTS,
+    alpha: float = common.ALPHA,
+    tracking_uri: str = common.TRACKING_URI,
+    track: bool = common.TRACK,
+    config: Path = common.CONFIG,
+) -> None:
+    """Run every selector on the stored embeddings and grid; print Table 1 and write the report."""
+    from rich.console import Console
+
+    table, details, written = common.run_from_cli(
+        config,
+        overrides,
+        results=results,
+        out=out,
+        protocol=protocol,
+        library=library,
+        embeddings=embeddings,
+        grid=grid,
+        experts=experts,
+        alpha=alpha,
+        tracking_uri=tracking_uri,
+        track=track,
+    )
+    title = f"Table 1 — protocol {details.protocol}: {len(details.task_ids)} tasks × {len(details.expert_ids)} experts"
+    Console().print(render_table1(table, title))
+    common.print_written(written)
+
+
+def render_ranking(result: Any, top: int | None) -> Any:
+    """The ranking of :func:`t2v_ray.report.rank.rank_new_task` as a rich table."""
+    import math
+
+    from rich.table import Table
+
+    df = result.table if top is None else result.table.head(top)
+    secs = result.seconds
+    title = f"Experts for {result.task_name}  (embed {secs['embed']:.1f} s, total {secs['total']:.1f} s)"
+    out = Table(title=title, show_header=True)
+    cols = [
+        c
+        for c in ("rank", "expert_id", "d_asym", "d_sym", "model2vec", "model2vec_rank", "source_tasks")
+        if c in df
+    ]
+    for c in cols:
+        out.add_column(c, justify="left" if c in ("expert_id", "source_tasks") else "right")
+    for r in df.to_dict("records"):
+        cells = []
+        for c in cols:
+            v = r[c]
+            cells.append(
+                "–"
+                if isinstance(v, float) and math.isnan(v)
+                else f"{v:.4f}"
+                if isinstance(v, float)
+                else str(v)
+            )
+        out.add_row(*cells)
+    return out
+
+
+@app.command()
+def rank(
+    task: str = typer.Option(
+        ..., "--task", help="New task: a library URI (+ --task-id) or a folder root/<class>/*.png."
+    ),
+    library_results: str = typer.Option(..., "--library-results", help="Results root of the expert library."),
+    task_id: str = typer.Option(None, "--task-id", help="Task id inside the --task library."),
+    top: int = typer.Option(None, "--top", help="Show the N best experts only."),
+    by: str = typer.Option("d_asym", "--by", help="Order by d_asym | d_sym | model2vec."),
+    alpha: float = typer.Option(0.15, "--alpha", help="alpha of the asymmetric distance."),
+    model2vec: bool = typer.Option(True, "--model2vec/--no-model2vec", help="Also fit and score MODEL2VEC."),
+    csv: str = typer.Option(None, "--csv", help="Also write the full ranking as CSV here."),
+    device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Embed ONE new task with the stored probe/config and rank the stored experts for it."""
+    from rich.console import Console
+
+    from t2v_ray.data import storage
+    from t2v_ray.report.rank import rank_new_task
+    from t2v_ray.report.results import ResultsPaths
+
+    paths = ResultsPaths.from_root(library_results)
+    try:
+        result = rank_new_task(paths, task, task_id, alpha=alpha, model2vec=model2vec, by=by, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
+    Console().print(render_ranking(result, top))
+    if csv:
+        storage.write_bytes_atomic(csv, result.table.to_csv(index=False, float_format="%.6g").encode())
