@@ -1,0 +1,535 @@
+"""Embed every task of a library on a pool of Ray actors (``t2v embed``, ``jobs/embed.py``).
+
+Each :class:`EmbedWorker` actor loads the probe once, then reads the tasks it is given straight from the library
+URI (the driver ships task ids only) and returns one result row per task. The driver (:func:`run_embed`) hands the
+next task to whichever actor frees up, writes rows incrementally to ``<out>/embeddings.parquet``
+(:class:`~t2v_ray.dist.results.ResultStore`), logs one MLflow child run per task, and skips tasks whose ``ok`` row
+has the same (probe hash, config hash, data hash) cache key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from t2v_ray.config import config_hash, to_dict
+from t2v_ray.dist.results import STATUS_OK, ResultStore, is_cached
+from t2v_ray.task2vec import EmbedConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "embed_config.yaml"
+SUMMARY_FILE = "embed_summary.json"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Where runs are tracked.
+
+    Attributes:
+        tracking_uri: MLflow URI; None = ``MLFLOW_TRACKING_URI`` or ``sqlite:///./t2v-data/mlflow.db``.
+        artifact_root: artifact root of new experiments; None = ``mlartifacts`` next to a sqlite database.
+        enabled: False logs nothing.
+        experiment: experiment name; None = ``t2v/<library>/embed``.
+    """
+
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+    enabled: bool = True
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedJobConfig:
+    """One ``t2v embed`` run. Saved, resolved, as ``<out>/embed_config.yaml`` and logged to MLflow.
+
+    Attributes:
+        library: library URI (folder, ``file://`` or ``s3://``).
+        probe: probe name (``t2v_ray.probes.list_probes()``).
+        weights: probe weights: None (random init, seeded by ``embed.seed``), ``default``, a torchvision name or
+            a path/URI of a state dict.
+        input_size: image side in pixels; None = the probe's default (resolved when actors start).
+        out: output folder or ``s3://`` prefix for ``embeddings.parquet``.
+        tasks: comma-separated globs on task_id; empty = all tasks.
+        actors: actor processes, each holding one probe.
+        cpus_per_actor: Ray CPUs per actor; also torch's thread count on CPU.
+        gpus_per_actor: Ray GPUs per actor; > 0 embeds on the GPU.
+        embed: everything that changes an embedding's value (hashed into the cache key).
+        mlflow: tracking settings.
+        max_restarts: times Ray restarts a dead actor process.
+        max_task_retries: times Ray retries a task whose actor died.
+        io_retries: attempts at reading a task when storage errors look transient (S3, network).
+        io_backoff_seconds: first retry delay; doubles every attempt.
+        flush_rows: results buffered before a part file is written.
+        flush_seconds: longest time a result stays buffered.
+        address: Ray address; None = ``RAY_ADDRESS`` (job submit) or a new local instance.
+        local_cpus: CPUs of a new local Ray instance; None = all cores.
+        actor_start_timeout: seconds to wait for the first actor (a cluster may need to scale up).
+        progress: show a progress bar.
+    """
+
+    library: str = ""
+    probe: str = "efficientnet_lite0"
+    weights: str | None = "default"
+    input_size: int | None = None
+    out: str = ""
+    tasks: str = ""
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    max_restarts: int = 3
+    max_task_retries: int = 2
+    io_retries: int = 4
+    io_backoff_seconds: float = 0.5
+    flush_rows: int = 8
+    flush_seconds: float = 20.0
+    address: str | None = None
+    local_cpus: int | None = None
+    actor_start_timeout: float = 900.0
+    progress: bool = True
+
+    def validate(self) -> EmbedJobConfig:
+        """Raise ``ValueError`` for settings no run can use; returns self."""
+        if not self.library or not self.out:
+            raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
+        if self.actors < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
+            raise ValueError("need actors >= 1, cpus_per_actor > 0 and gpus_per_actor >= 0")
+        if self.io_retries < 1:
+            raise ValueError("io_retries counts attempts and must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class HashedSettings:
+    """What the config hash of a row covers: the embedding settings and the resolved input size."""
+
+    embed: EmbedConfig
+    input_size: int
+
+
+@dataclass
+class EmbedSummary:
+    """What a run did. ``ok``/``error`` count tasks computed by this run; ``skipped`` the cached ones."""
+
+    out: str
+    total: int = 0
+    ok: int = 0
+    error: int = 0
+    skipped: int = 0
+    wall_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    task_seconds: list[float] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    actor_restarts: int = 0
+    probe_hash: str = ""
+    config_hash: str = ""
+    parent_run_id: str | None = None
+
+    @property
+    def computed(self) -> int:
+        return self.ok + self.error
+
+    @property
+    def mean_task_seconds(self) -> float:
+        return sum(self.task_seconds) / len(self.task_seconds) if self.task_seconds else 0.0
+
+    @property
+    def tasks_per_minute(self) -> float:
+        """Computed tasks per minute of wall time after the first actor was ready."""
+        busy = self.wall_seconds - self.startup_seconds
+        return 60.0 * self.computed / busy if busy > 0 and self.computed else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("out", "total", "ok", "error", "skipped", "wall_seconds", "startup_seconds", "actor_restarts")
+        d = {k: getattr(self, k) for k in keys}
+        d.update(
+            computed=self.computed,
+            mean_task_seconds=self.mean_task_seconds,
+            tasks_per_minute=self.tasks_per_minute,
+            probe_hash=self.probe_hash,
+            config_hash=self.config_hash,
+            parent_run_id=self.parent_run_id,
+            errors=[{"task_id": t, "error": e} for t, e in self.errors],
+        )
+        return d
+
+
+@dataclass
+class Progress:
+    """Snapshot passed to a :func:`run_embed` callback after every event."""
+
+    done: int
+    total: int
+    in_flight: dict[str, int]  # task_id -> pid of the actor process running it
+
+
+def select_tasks(task_ids: list[str], patterns: str) -> list[str]:
+    """Task ids matching any comma-separated glob in ``patterns`` (all when empty), in library order."""
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not globs:
+        return list(task_ids)
+    return [t for t in task_ids if any(fnmatch.fnmatchcase(t, g) for g in globs)]
+
+
+def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None = None) -> EmbedSummary:
+    """Embed the selected tasks of ``cfg.library`` into ``cfg.out`` (see the module docstring).
+
+    Args:
+        cfg: the run's settings.
+        callback: called with a :class:`Progress` after each finished task and poll interval (tests, UIs).
+
+    Returns:
+        Counts, timings and errors of the run.
+    """
+    from t2v_ray.data.library import TaskLibrary
+    from t2v_ray.dist.ray_utils import init_ray
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    library = TaskLibrary.open(cfg.library)
+    specs = {s.task_id: s for s in library.tasks}
+    selected = select_tasks(list(specs), cfg.tasks)
+    if not selected:
+        raise ValueError(f"no task of {cfg.library} matches {cfg.tasks!r}")
+    store = ResultStore(cfg.out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
+    existing = {k[0]: row for k, row in store.read_rows().items()}
+    started = init_ray(cfg.address, cfg.local_cpus)
+    run = _Driver(cfg, store, specs, t_start)
+    try:
+        return run.execute(selected, existing, callback)
+    finally:
+        run.stop_actors()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+class _Driver:
+    """State of one run on the driver: actor pool, result store, tracker, counters."""
+
+    def __init__(self, cfg: EmbedJobConfig, store: ResultStore, specs: dict, t_start: float):
+        self.cfg, self.store, self.specs, self.t_start = cfg, store, specs, t_start
+        self.summary = EmbedSummary(out=cfg.out)
+        self.actors: list[Any] = []
+        self.pids: dict[int, int] = {}
+        self.key: dict[str, str] = {}
+        self.resolved = cfg
+        self.tracker: Any = None
+        self._mlflow_failed = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def execute(self, selected: list[str], existing: dict, callback) -> EmbedSummary:
+        from t2v_ray.dist.ray_utils import DynamicPool
+
+        self.actors = self._start_actors()
+        pool = DynamicPool(
+            self.actors,
+            ready=lambda a: a.describe.remote(),
+            submit=lambda a, tid: a.embed.remote(tid),
+            on_ready=self._on_ready,
+        )
+        pool.wait_ready(self.cfg.actor_start_timeout)
+        self.summary.startup_seconds = time.perf_counter() - self.t_start
+        todo = [t for t in selected if not is_cached(existing.get(t), self._key(t))]
+        self.summary.total, self.summary.skipped = len(selected), len(selected) - len(todo)
+        self._write_config()
+        self.tracker = self._tracker()
+        with self.tracker.parent_run(
+            self._run_name(), params=to_dict(self.resolved), tags=self._tags()
+        ) as pid:
+            self.summary.parent_run_id = pid
+            self._loop(pool, todo, callback)
+            self.store.compact()
+            self.summary.wall_seconds = time.perf_counter() - self.t_start
+            self._finish_parent(pid)
+        return self.summary
+
+    def stop_actors(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def _start_actors(self) -> list[Any]:
+        import ray
+
+        from t2v_ray.dist.ray_utils import worker_env
+
+        cfg = self.cfg
+        threads = worker_threads(cfg.cpus_per_actor)
+        remote = ray.remote(EmbedWorker).options(
+            num_cpus=cfg.cpus_per_actor,
+            num_gpus=cfg.gpus_per_actor,
+            max_restarts=cfg.max_restarts,
+            max_task_retries=cfg.max_task_retries,
+            runtime_env={"env_vars": worker_env(threads)},
+        )
+        return [remote.remote(cfg, threads, cfg.gpus_per_actor > 0) for _ in range(cfg.actors)]
+
+    def _on_ready(self, slot: int, info: dict) -> None:
+        """First ready actor fixes the probe hash and input size; later ones must agree."""
+        self._note_pid(slot, info["pid"])
+        if not self.key:
+            self.resolved = replace(self.cfg, input_size=info["input_size"])
+            settings = HashedSettings(self.cfg.embed, info["input_size"])
+            self.key = {"probe_hash": info["probe_hash"], "config_hash": config_hash(settings)}
+            self.summary.probe_hash, self.summary.config_hash = (
+                self.key["probe_hash"],
+                self.key["config_hash"],
+            )
+        elif info["probe_hash"] != self.key["probe_hash"]:
+            raise RuntimeError(
+                f"actor {slot} built a different probe (hash {info['probe_hash']} != {self.key['probe_hash']}): "
+                "weights must be identical on every node"
+            )
+
+    def _note_pid(self, slot: int, pid: int) -> None:
+        # Ray restarts a killed actor and retries its call transparently: a new pid is how the driver sees it.
+        if self.pids.get(slot) not in (None, pid):
+            self.summary.actor_restarts += 1
+        self.pids[slot] = pid
+
+    def _key(self, task_id: str) -> dict[str, str]:
+        return {**self.key, "data_hash": self.specs[task_id].content_hash}
+
+    # ------------------------------------------------------------------------------------ main loop
+    def _loop(self, pool: Any, todo: list[str], callback) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="embed", unit="task", disable=not self.cfg.progress, mininterval=1.0)
+        done = 0
+        with bar:
+            for event in pool.run(todo):
+                if event is not None:
+                    self._record(event)
+                    done += 1
+                    bar.update(1)
+                    bar.set_postfix(ok=self.summary.ok, error=self.summary.error, refresh=False)
+                self.store.tick()
+                if callback is not None:
+                    flight = {tid: self.pids.get(slot, -1) for slot, tid in pool.in_flight.items()}
+                    callback(Progress(done, len(todo), flight))
+
+    def _record(self, event: Any) -> None:
+        tid = event.item
+        if event.error is not None:
+            row = _error_row(tid, f"task {tid!r}: worker process died (after Ray's retries): {event.error}")
+        else:
+            row = event.value
+            self._note_pid(event.slot, int(row["worker"].rsplit(":", 1)[1]))
+        row.update(self._key(tid), probe=self.cfg.probe, method=self.cfg.embed.method)
+        self.store.add(row)
+        if row["status"] == STATUS_OK:
+            self.summary.ok += 1
+        else:
+            self.summary.error += 1
+            self.summary.errors.append((tid, row["error"]))
+        if row.get("seconds") is not None:
+            self.summary.task_seconds.append(float(row["seconds"]))
+        self._log_child(row)
+
+    # ------------------------------------------------------------------------------------ outputs
+    def _write_config(self) -> None:
+        import yaml
+
+        from t2v_ray.data import storage
+
+        text = yaml.safe_dump(to_dict(self.resolved), sort_keys=False)
+        storage.write_bytes_atomic(storage.join(self.cfg.out, CONFIG_FILE), text.encode())
+
+    def _tracker(self) -> Any:
+        return create_tracker(self.cfg.mlflow, self.cfg.library)
+
+    def _run_name(self) -> str:
+        from t2v_ray.track import run_name
+
+        return run_name("embed", probe=self.cfg.probe)
+
+    def _tags(self, **extra: Any) -> dict[str, str]:
+        from t2v_ray.track import run_tags
+
+        return run_tags("embed", probe=self.cfg.probe, library=self.cfg.library, out=self.cfg.out, **extra)
+
+    def _log_child(self, row: dict) -> None:
+        if self._mlflow_failed:
+            return
+        try:
+            log_task(self.tracker, self.summary.parent_run_id, row, self._tags(task_id=row["task_id"]))
+        except Exception as err:  # results are safe in Parquet; tracking trouble must not stop the run
+            log.warning("MLflow logging failed, continuing without it: %s", err)
+            self._mlflow_failed = True
+
+    def _finish_parent(self, parent_id: str) -> None:
+        import json
+
+        from t2v_ray.data import storage
+
+        summary = self.summary.to_dict()
+        storage.write_bytes_atomic(
+            storage.join(self.cfg.out, SUMMARY_FILE), json.dumps(summary, indent=2).encode()
+        )
+        if self._mlflow_failed:
+            return
+        metrics = {k: float(summary[k]) for k in ("ok", "error", "skipped", "computed", "wall_seconds")}
+        metrics.update(
+            mean_task_seconds=summary["mean_task_seconds"], tasks_per_minute=summary["tasks_per_minute"]
+        )
+        self.tracker.log_metrics(parent_id, metrics)
+        self.tracker.log_artifacts(parent_id, {CONFIG_FILE: to_dict(self.resolved), SUMMARY_FILE: summary})
+
+
+# ---------------------------------------------------------------------------------------------- MLflow
+def create_tracker(mcfg: MlflowConfig, library: str) -> Any:
+    """The run's tracker: experiment ``t2v/<library>/embed``; sqlite artifacts beside the database (pitfall 12)."""
+    from t2v_ray.track import Tracker, default_artifact_root, default_tracking_uri, experiment_name
+    from t2v_ray.track.naming import sqlite_path
+
+    uri = mcfg.tracking_uri or default_tracking_uri("t2v-data")
+    root = mcfg.artifact_root
+    db = sqlite_path(uri) if mcfg.enabled else None
+    if root is None and db is not None:
+        root = default_artifact_root(db.parent)
+    name = mcfg.experiment or experiment_name(library, "embed")
+    return Tracker.create(uri, name, artifact_root=root, enabled=mcfg.enabled)
+
+
+def log_task(tracker: Any, parent_id: str | None, row: dict, tags: dict[str, str]) -> str:
+    """One child run per task: identifying params, norm/accuracy/seconds metrics, the vector as ``.npy``."""
+    import io
+
+    import numpy as np
+
+    params = {k: row.get(k) for k in ("task_id", "probe", "method", "probe_hash", "config_hash", "data_hash")}
+    params.update(n_samples=row.get("n_samples"), n_classes=row.get("n_classes"), worker=row.get("worker"))
+    metrics = {k: float(row[k]) for k in ("norm", "head_accuracy", "seconds") if row.get(k) is not None}
+    if row["status"] == STATUS_OK:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(row["embedding"], dtype=np.float32))
+        artifacts: dict[str, Any] = {"embedding.npy": buf.getvalue()}
+    else:
+        artifacts = {"error.txt": row.get("error") or ""}
+    name = f"embed:{row['task_id']}"
+    return tracker.log_child(parent_id, name, params, metrics, {**tags, "status": row["status"]}, artifacts)
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def worker_threads(cpus: float) -> int:
+    """torch threads for an actor owning ``cpus`` Ray CPUs (STACK pitfall 21: never more than it owns)."""
+    return max(1, int(cpus))
+
+
+def _error_row(task_id: str, message: str) -> dict[str, Any]:
+    return {"task_id": task_id, "status": "error", "error": message}
+
+
+class EmbedWorker:
+    """Actor body: one probe and one library handle per process, one task per :meth:`embed` call.
+
+    Wrapped with ``ray.remote`` by the driver, so this module imports without Ray. Random-init probes are
+    built under ``embed.seed`` so that every actor (and every restart) holds the same weights.
+    """
+
+    def __init__(self, cfg: EmbedJobConfig, threads: int, use_gpu: bool):
+        import torch
+
+        from t2v_ray.data.library import TaskLibrary
+        from t2v_ray.dist.ray_utils import retry_io
+        from t2v_ray.probes import get_probe
+        from t2v_ray.task2vec import Task2Vec
+
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("gpus_per_actor > 0 but this actor sees no CUDA device")
+        if not use_gpu:
+            torch.set_num_threads(threads)
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.embed.seed)
+            self.probe = get_probe(cfg.probe, weights=cfg.weights, input_size=cfg.input_size)
+        self.t2v = Task2Vec(self.probe, config=cfg.embed, device="cuda" if use_gpu else "cpu")
+        self.probe_hash = self.probe.state_hash()
+        self.library = retry_io(lambda: TaskLibrary.open(cfg.library), cfg.library, cfg.io_retries, 1.0)
+
+    def describe(self) -> dict[str, Any]:
+        """Identity of this actor process: pid, host, probe hash, resolved input size, device."""
+        import os
+        import socket
+
+        import torch
+
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "probe_hash": self.probe_hash,
+            "input_size": self.probe.input_size,
+            "device": str(self.t2v.device),
+            "threads": torch.get_num_threads(),
+        }
+
+    def embed(self, task_id: str) -> dict[str, Any]:
+        """Read ``task_id``'s training split and embed it; failures become an ``error`` row naming the task."""
+        import os
+        import socket
+        from datetime import UTC, datetime
+
+        from t2v_ray.data.library import LibraryError
+        from t2v_ray.dist.ray_utils import TransientIOError
+
+        t0 = time.perf_counter()
+        try:
+            row = self._embed(task_id)
+        except Exception as err:  # any failure of one task is that task's row, never the end of the run
+            # Bad data is expected at scale and named in the row; a traceback only helps for the unexpected.
+            expected = isinstance(err, ValueError | LibraryError | TransientIOError)
+            log.warning("task %s failed: %s", task_id, err, exc_info=not expected)
+            row = _error_row(task_id, _describe_error(task_id, err))
+        row.update(
+            seconds=time.perf_counter() - t0,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            finished_at=datetime.now(UTC),
+        )
+        return row
+
+    def _embed(self, task_id: str) -> dict[str, Any]:
+        import numpy as np
+
+        from t2v_ray.data.dataset import TaskDataset
+        from t2v_ray.dist.ray_utils import retry_io
+
+        cfg = self.cfg
+        table = retry_io(
+            lambda: self.library.read_task(task_id, split="train"),
+            f"reading task {task_id!r}",
+            cfg.io_retries,
+            cfg.io_backoff_seconds,
+        )
+        emb = self.t2v.embed(TaskDataset(table, self.probe.transform, split="train"))
+        return {
+            "task_id": task_id,
+            "status": STATUS_OK,
+            "error": None,
+            "embedding": emb.vector.astype(np.float32),
+            "layer_offsets": list(emb.layer_offsets),
+            "norm": emb.norm,
+            "head_accuracy": emb.meta["head_accuracy"],
+            "n_samples": emb.meta["n_samples"],
+            "n_classes": emb.meta["n_classes"],
+            "trivial": np.asarray(emb.meta["trivial"], dtype=np.float32),
+            "domain": np.asarray(emb.meta["domain"], dtype=np.float32),
+        }
+
+
+def _describe_error(task_id: str, err: BaseException) -> str:
+    """A one-line reason that names the task (TaskDataError already names task, shard and row)."""
+    text = str(err) or type(err).__name__
+    if f"task {task_id!r}" in text:
+        return text
+    kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
+    return f"task {task_id!r}: {kind}{text}"

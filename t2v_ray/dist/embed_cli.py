@@ -1,0 +1,135 @@
+"""``t2v embed``: embed a library's tasks on Ray (library code in :mod:`t2v_ray.dist.embed`).
+
+Config precedence: defaults in code < ``--config FILE`` (YAML) < flags < trailing ``key.sub=value`` overrides
+(values parsed as YAML scalars; unknown keys are errors). Example::
+
+    t2v embed --library s3://bucket/glyphs --probe resnet34 --weights IMAGENET1K_V1 --method montecarlo \\
+        --out s3://bucket/runs/r34 --actors 4 --gpus-per-actor 1 --tasks 'scripts/*' embed.max_samples=2000
+
+Exit status: 0 when the run finished (error rows are listed), 2 with ``--strict`` when any task errored,
+1 when the run itself failed. Heavy libraries are imported inside the command so ``t2v --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+# flag name -> dotted config key
+_FLAG_KEYS = {
+    "library": "library",
+    "probe": "probe",
+    "weights": "weights",
+    "input_size": "input_size",
+    "method": "embed.method",
+    "out": "out",
+    "actors": "actors",
+    "cpus_per_actor": "cpus_per_actor",
+    "gpus_per_actor": "gpus_per_actor",
+    "tasks": "tasks",
+    "address": "address",
+    "tracking_uri": "mlflow.tracking_uri",
+}
+
+
+def flag_overrides(flags: dict[str, Any]) -> list[str]:
+    """Dotted overrides for the flags that were given (JSON-quoted, so ``*`` or ``1,2`` stay strings)."""
+    out = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name == "weights" and str(value).lower() in ("none", "null", "random"):
+            out.append("weights=null")
+            continue
+        out.append(f"{_FLAG_KEYS[name]}={json.dumps(value)}")
+    return out
+
+
+def load_embed_config(config: Path | str | None, overrides: list[str]) -> Any:
+    """Resolve an :class:`~t2v_ray.dist.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
+    from t2v_ray.config import load_config
+    from t2v_ray.dist.embed import EmbedJobConfig
+
+    return load_config(EmbedJobConfig, config, overrides)
+
+
+def render_summary(summary: Any) -> Any:
+    """A rich table of a run's :class:`~t2v_ray.dist.embed.EmbedSummary` (counts, time, errors)."""
+    from rich.table import Table
+
+    table = Table(title=f"t2v embed -> {summary.out}", show_header=True)
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("ok", summary.ok),
+        ("error", summary.error),
+        ("skipped (cached)", summary.skipped),
+        ("total", summary.total),
+        ("wall time", f"{summary.wall_seconds:.1f} s"),
+        ("startup", f"{summary.startup_seconds:.1f} s"),
+        ("per task (mean)", f"{summary.mean_task_seconds:.2f} s"),
+        ("tasks / minute", f"{summary.tasks_per_minute:.1f}"),
+        ("actor restarts", summary.actor_restarts),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    for task_id, message in summary.errors[:50]:
+        table.add_row(f"[red]error[/red] {task_id}", message[:200])
+    if len(summary.errors) > 50:
+        table.add_row("...", f"{len(summary.errors) - 50} more errors in embeddings.parquet")
+    return table
+
+
+def print_summary(summary: Any) -> None:
+    """Print :func:`render_summary` to stdout."""
+    from rich.console import Console
+
+    Console().print(render_summary(summary))
+
+
+def exit_code(summary: Any, strict: bool) -> int:
+    """0 when the run finished; 2 when ``strict`` and some task ended in ``error``."""
+    return 2 if strict and summary.error else 0
+
+
+def embed(
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. embed.max_samples=2000."),
+    library: str = typer.Option(None, "--library", help="Library URI (folder, file:// or s3://)."),
+    probe: str = typer.Option(None, "--probe", help="Probe network name, e.g. resnet34, small_cnn."),
+    weights: str = typer.Option(None, "--weights", help="default | none | torchvision name | path/URI."),
+    input_size: int = typer.Option(None, "--input-size", help="Image side in pixels (default: probe's)."),
+    method: str = typer.Option(None, "--method", help="montecarlo | variational."),
+    out: str = typer.Option(None, "--out", help="Output folder or s3:// prefix."),
+    actors: int = typer.Option(None, "--actors", help="Number of actors (one probe each)."),
+    cpus_per_actor: float = typer.Option(None, "--cpus-per-actor", help="Ray CPUs (= torch threads)."),
+    gpus_per_actor: float = typer.Option(None, "--gpus-per-actor", help="Ray GPUs per actor."),
+    tasks: str = typer.Option(None, "--tasks", help="Comma-separated globs on task_id."),
+    address: str = typer.Option(None, "--address", help="Ray address (default: RAY_ADDRESS or local)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    config: Path = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 2 when any task ends in error."),
+) -> None:
+    """Embed every (selected) task of a library with TASK2VEC on a pool of Ray actors."""
+    from t2v_ray.dist.embed import run_embed
+
+    flags = dict(
+        library=library,
+        probe=probe,
+        weights=weights,
+        input_size=input_size,
+        method=method,
+        out=out,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        tasks=tasks,
+        address=address,
+        tracking_uri=tracking_uri,
+    )
+    cfg = load_embed_config(config, flag_overrides(flags) + list(overrides or []))
+    summary = run_embed(cfg)
+    print_summary(summary)
+    raise typer.Exit(exit_code(summary, strict))

@@ -1,0 +1,219 @@
+"""Ray plumbing shared by the distributed stages: connecting, worker environment, a dynamic actor pool.
+
+``ray`` is imported inside functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Forwarded to workers through runtime_env (STACK pitfall 7: on a cluster, workers do not see the driver's
+# shell). Only endpoint and region settings: secrets stay out of runtime_env, which the dashboard displays;
+# nodes get credentials from their own environment or instance role.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "TORCH_HOME",
+)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray unless already connected; returns True when this call started a local instance.
+
+    Args:
+        address: cluster address (``auto``, ``host:port``, ``ray://…``). ``None``: the ``RAY_ADDRESS`` set by
+            ``ray job submit``, else a new local instance (never some other user's cluster on this host).
+        num_cpus: CPUs of a new local instance (``None``: all cores); ignored when connecting (pitfall 7).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # STACK pitfalls 5 and 8: workers at nice 15 starve on shared machines; no network for usage stats.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or None, log_to_driver=True)
+        return False
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    return True
+
+
+def worker_env(threads: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """``runtime_env`` env_vars for workers: forwarded settings, thread caps, then ``extra``."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    if threads is not None:
+        # Caps the OpenMP/MKL pools too, not just torch's intra-op pool (STACK pitfall 21).
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.update(extra or {})
+    return env
+
+
+def is_actor_failure(err: BaseException) -> bool:
+    """True when ``err`` means the actor process died or is unreachable (not an exception in user code)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    return isinstance(err, RayActorError | ActorDiedError | ActorUnavailableError)
+
+
+@dataclass
+class Completed:
+    """One finished item: ``value`` when the call returned, ``error`` when the actor died running it."""
+
+    item: Any
+    slot: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+class DynamicPool:
+    """Spread items over actors as they free up (one call in flight per actor), tolerating actor deaths.
+
+    Actors join when their readiness call returns (so slow-starting or autoscaled actors simply start later)
+    and leave when they die for good. After a failed call the actor is pinged: Ray restarts actors up to
+    ``max_restarts``, and a restarted actor that answers rejoins the pool.
+
+    Args:
+        actors: actor handles.
+        ready: ``ready(actor) -> ObjectRef`` of a call whose value describes a ready actor.
+        submit: ``submit(actor, item) -> ObjectRef`` of the work call.
+        on_ready: ``on_ready(slot, info)`` when an actor (re)joins; may raise to abort the run.
+        poll_seconds: :meth:`run` yields ``None`` at least this often while waiting, for progress/flushing.
+    """
+
+    def __init__(
+        self,
+        actors: list[Any],
+        ready: Callable[[Any], Any],
+        submit: Callable[[Any, Any], Any],
+        on_ready: Callable[[int, Any], None] | None = None,
+        poll_seconds: float = 1.0,
+    ):
+        self.actors = list(actors)
+        self._ready, self._submit = ready, submit
+        self._on_ready = on_ready or (lambda slot, info: None)
+        self.poll_seconds = poll_seconds
+        self.idle: deque[int] = deque()
+        self.dead: set[int] = set()
+        self._probes: dict[Any, int] = {self._ready(a): i for i, a in enumerate(self.actors)}
+        self._work: dict[Any, tuple[int, Any]] = {}
+
+    @property
+    def in_flight(self) -> dict[int, Any]:
+        """``{slot: item}`` for every call currently running (or queued) on an actor."""
+        return {slot: item for slot, item in self._work.values()}
+
+    def wait_ready(self, timeout: float | None = None) -> int:
+        """Block until at least one actor is ready; returns the number of ready actors."""
+        import ray
+
+        while not self.idle:
+            if not self._probes:
+                raise RuntimeError("no actor could start (all died while starting)")
+            ready, _ = ray.wait(list(self._probes), num_returns=1, timeout=timeout)
+            if not ready:
+                raise TimeoutError(f"no actor became ready within {timeout} s (not enough CPUs/GPUs?)")
+            self._settle_probe(ready[0])
+        return len(self.idle)
+
+    def run(self, items: Iterable[Any]) -> Iterator[Completed | None]:
+        """Run every item once; yields each :class:`Completed`, or ``None`` on a quiet poll interval.
+
+        Raises:
+            RuntimeError: every actor died for good while items remained.
+        """
+        import ray
+
+        queue = deque(items)
+        while queue or self._work:
+            while self.idle and queue:
+                slot, item = self.idle.popleft(), queue.popleft()
+                self._work[self._submit(self.actors[slot], item)] = (slot, item)
+            if queue and not self._work and not self._probes and not self.idle:
+                raise RuntimeError(f"all {len(self.actors)} actors died; {len(queue)} items not run")
+            refs = list(self._work) + list(self._probes)
+            done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_seconds)
+            if not done:
+                yield None
+            elif done[0] in self._probes:
+                self._settle_probe(done[0])
+            else:
+                yield self._settle_work(done[0])
+
+    def _settle_probe(self, ref: Any) -> None:
+        import ray
+
+        slot = self._probes.pop(ref)
+        try:
+            info = ray.get(ref)
+        except Exception as err:
+            if not is_actor_failure(err):
+                raise
+            log.warning("actor %d is gone for good: %s", slot, err)
+            self.dead.add(slot)
+            return
+        self._on_ready(slot, info)
+        self.idle.append(slot)
+
+    def _settle_work(self, ref: Any) -> Completed:
+        import ray
+
+        slot, item = self._work.pop(ref)
+        try:
+            value = ray.get(ref)
+        except Exception as err:
+            if not is_actor_failure(err):
+                raise
+            # Ray already retried the call max_task_retries times; ask whether the actor came back.
+            self._probes[self._ready(self.actors[slot])] = slot
+            return Completed(item, slot, error=err)
+        self.idle.append(slot)
+        return Completed(item, slot, value=value)
+
+
+def is_transient_io_error(err: BaseException) -> bool:
+    """True for storage errors worth retrying (network, S3 throttling), False for missing or corrupt data."""
+    for e in (err, err.__cause__):
+        if isinstance(e, OSError) and not isinstance(
+            e, FileNotFoundError | PermissionError | IsADirectoryError
+        ):
+            return True
+    return False
+
+
+def retry_io(fn: Callable[[], Any], what: str, attempts: int, backoff_seconds: float) -> Any:
+    """Call ``fn``, retrying transient storage errors with exponential backoff.
+
+    Raises:
+        TransientIOError: still failing after ``attempts`` tries (the message says what and how often).
+        Exception: any non-transient error, unchanged, on first occurrence.
+    """
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if not is_transient_io_error(err):
+                raise
+            if attempt == attempts:
+                raise TransientIOError(f"{what}: storage error after {attempts} attempts: {err}") from err
+            delay = backoff_seconds * 2 ** (attempt - 1)
+            log.warning("%s: %s; retrying in %.1f s (%d/%d)", what, err, delay, attempt, attempts)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class TransientIOError(RuntimeError):
+    """Storage kept failing with errors that looked transient; raised by :func:`retry_io`."""
