@@ -1,0 +1,41 @@
+"""Entrypoint for ``ray job submit``: fine-tune experts (see ``t2v experts train --help`` for the settings).
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/train_experts.py \
+        --library s3://bucket/lib --out s3://bucket/run --config jobs/configs/experts.yaml tune.gpus_per_trial=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# The uploaded working dir is the job's cwd but not on sys.path of this script (sys.path[0] is jobs/).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--library", required=True, help="task library URI")
+    parser.add_argument("--out", required=True, help="storage root for experts/")
+    parser.add_argument("--config", help="YAML config (ExpertsConfig fields)")
+    parser.add_argument("--resume", action="store_true", help="restore the interrupted Tune run first")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+
+    from t2v_ray.dist.experts import train_experts
+    from t2v_ray.dist.experts_cli import load_experts_config, print_index
+
+    index, errors = train_experts(
+        load_experts_config(args.config, args.overrides), args.library, args.out, args.resume
+    )
+    print_index(index, f"experts -> {args.out}")
+    for expert_id, message in errors:
+        print(f"error {expert_id}: {message}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

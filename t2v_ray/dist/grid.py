@@ -1,0 +1,513 @@
+"""The expert×task classifier grid on Ray Tune (paper §4, supplement §4.1), and the Tune plumbing it shares with
+expert training.
+
+One Tune trial per (expert_id, task_id) pair (:func:`run_pair` does the work, :func:`run_grid` drives); the
+ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
+pair with ``expert_id`` and ``task_id`` as separate params and tags.
+
+Fault tolerance and resumption. Every pair writes its own result record to ``<out>/grid/pairs/`` the moment it
+finishes, so the storage URI, not Tune's state, is the source of truth: a rerun (with or without ``resume``)
+never recomputes a pair already ``ok`` under the same classifier config, and a pair that was killed half-way
+simply runs again. Tune's experiment state lives under ``tune.storage_path`` (default: ``<out>/tune`` when
+``out`` is a local folder, else ``./t2v-data/tune``; an ``s3://`` path works too, through the same pyarrow
+filesystem as the rest of the storage). ``resume=True`` restores the latest Tune experiment of this
+(library, experts, out) triple with ``Tuner.restore``; without it a fresh Tune experiment covers the pairs still
+missing. Errors a pair cannot recover from (broken task images, a missing expert file) become ``status="error"``
+rows with a message; any other exception is retried by Tune (``tune.max_failures``) and then recorded the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from t2v_ray.config import to_dict
+from t2v_ray.data import storage
+from t2v_ray.dist.features import FeatureSettings
+from t2v_ray.train.classifier import ClassifierConfig
+
+DEFAULT_DATA_DIR = "t2v-data"
+GRID_FILE = "grid.parquet"
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How trials are scheduled (Tune owns resources; trainables only read them).
+
+    Attributes:
+        cpus_per_trial: CPUs reserved per trial; torch uses that many threads (fractions round up to 1).
+        gpus_per_trial: GPUs per trial; fractions pack several trials on one GPU on a cluster.
+        max_concurrent: cap on trials running at once (0: as many as resources allow).
+        max_failures: retries of a trial that raised (``FailureConfig``).
+        reuse_actors: keep trial processes (and their loaded torch, library, expert) between trials.
+        storage_path: where Tune keeps its experiment state (see the module docstring for the default).
+        ray_address: cluster to join when Ray is not initialised yet (None: ``RAY_ADDRESS`` or a local one).
+        verbose: Tune's console verbosity (0 silent ... 3 detailed).
+    """
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0
+    max_failures: int = 2
+    reuse_actors: bool = True
+    storage_path: str | None = None
+    ray_address: str | None = None
+    verbose: int = 1
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or ``sqlite:///./t2v-data/mlflow.db``."""
+
+    uri: str | None = None
+    artifact_root: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The classifier grid (``t2v grid run``).
+
+    Attributes:
+        experts: expert ids to use (empty: every expert in the experts index).
+        tasks: task ids to use (empty: every task of the library).
+        classifier: linear-classifier recipe (paper defaults).
+        features: the feature pass.
+        transfer: also score LogME, LEEP, NCE and H-score per pair from the cached arrays.
+        tune: scheduling, retries, Tune state.
+        tracking: MLflow.
+    """
+
+    experts: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    transfer: bool = True
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def result_hash(self) -> str:
+        """Hash of what determines a pair's result; selection, scheduling and tracking settings do not."""
+        keep = {
+            "classifier": to_dict(self.classifier),
+            "probs": self.features.source_probs,
+            "transfer": self.transfer,
+        }
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- Tune plumbing
+
+
+def forwarded_env() -> dict[str, str]:
+    """Storage endpoint settings of the driver that trials re-apply (secrets stay with the nodes' environment)."""
+    from t2v_ray.dist.ray_utils import FORWARDED_ENV
+
+    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
+
+def apply_trial_env(env: dict[str, str], cpus: float) -> None:
+    """In a trial: adopt the driver's storage env and size torch's thread pool to the trial's CPUs.
+
+    Under CPU contention torch with more threads than reserved CPUs trains far slower (STACK pitfall 21).
+    """
+    import math
+
+    import torch
+
+    os.environ.update(env)
+    torch.set_num_threads(max(1, math.ceil(cpus)))
+
+
+def default_state_root(out_uri: str, settings: TuneSettings) -> str:
+    """Where Tune keeps experiment state for outputs at ``out_uri``."""
+    if settings.storage_path:
+        return settings.storage_path
+    if storage.is_local(out_uri):
+        return storage.join(out_uri, "tune")
+    return os.path.abspath(os.path.join(DEFAULT_DATA_DIR, "tune"))
+
+
+def state_key(*uris: str) -> str:
+    """Stable short name for the Tune experiments of one (library, experts, out) combination."""
+    return hashlib.sha256("|".join(uris).encode()).hexdigest()[:10]
+
+
+def _fs_args(root: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Tune: plain local paths, or our pyarrow fs for URIs."""
+    if storage.is_local(root):
+        return os.path.abspath(os.path.expanduser(root.removeprefix("file://"))), None
+    fs, path = storage.open_fs(root)
+    return path, fs
+
+
+def _latest_restorable(root: str, prefix: str) -> str | None:
+    from ray.tune import Tuner
+
+    path, fs = _fs_args(root)
+    for name in sorted((n for n in storage.list_dir(root) if n.startswith(prefix)), reverse=True):
+        candidate = f"{path.rstrip('/')}/{name}"
+        if Tuner.can_restore(candidate, storage_filesystem=fs):
+            return candidate
+    return None
+
+
+def _trial_dirname(trial: Any) -> str:
+    # Tune's default name repeats the whole config; pair ids can be long and nested.
+    return f"trial_{trial.trial_id}"
+
+
+def run_trials(
+    trainable: Callable,
+    items: Sequence[dict],
+    settings: TuneSettings,
+    state_root: str,
+    prefix: str,
+    resume: bool = False,
+) -> Any:
+    """Run ``trainable`` once per item (``config["item"]``) on Tune; returns the ``ResultGrid``.
+
+    Args:
+        trainable: ``fn(config)`` that calls ``tune.report`` once (already wrapped by ``tune.with_parameters``).
+        items: one JSON-able dict per trial, in the order trials should start (group by expert for actor reuse).
+        settings: resources, retries, actor reuse.
+        state_root: folder or URI holding Tune experiment state.
+        prefix: experiment-name prefix; fresh runs append a UTC timestamp, ``resume`` restores the latest.
+        resume: restore the latest restorable experiment with this prefix, if any.
+    """
+    from ray import tune
+
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    wrapped = tune.with_resources(trainable, resources)
+    path, fs = _fs_args(state_root)
+    restore = _latest_restorable(state_root, prefix) if resume else None
+    if restore is not None:
+        # Finished trials stay finished; unfinished and errored ones start again (the pair records make a
+        # restarted pair that had already finished return at once).
+        tuner = tune.Tuner.restore(
+            restore, wrapped, resume_errored=False, restart_errored=True, storage_filesystem=fs
+        )
+        return tuner.fit()
+    tuner = tune.Tuner(
+        wrapped,
+        param_space={"item": tune.grid_search(list(items))},
+        tune_config=tune.TuneConfig(
+            reuse_actors=settings.reuse_actors,
+            max_concurrent_trials=settings.max_concurrent or None,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{prefix}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            verbose=settings.verbose,
+        ),
+    )
+    return tuner.fit()
+
+
+def trial_errors(results: Any) -> list[tuple[dict, str]]:
+    """``(item, message)`` for every trial that still failed after its retries."""
+    out = []
+    for r in results:
+        if r.error is not None:
+            item = (r.config or {}).get("item", {})
+            out.append((item, f"{type(r.error).__name__}: {r.error}"[:2000]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- one pair (trial)
+
+PAIRS_DIR = "grid/pairs"
+# Errors that no retry can fix: recorded as the pair's result at once instead of burning Tune retries.
+_PERMANENT = ("LibraryError", "TaskDataError", "ImageDecodeError", "ExpertError")
+
+GRID_SCHEMA_FIELDS = [
+    ("expert_id", "string"), ("task_id", "string"), ("test_error", "float64"), ("train_error", "float64"),
+    ("epochs", "int64"), ("seconds", "float64"), ("status", "string"), ("error", "string"),
+    ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
+    ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
+    ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
+    ("head_seconds", "float64"), ("features_uri", "string"), ("expert_hash", "string"), ("task_hash", "string"),
+    ("config_hash", "string"), ("mlflow_run_id", "string"), ("attempt", "string"), ("finished_at", "string"),
+]  # fmt: skip
+
+
+def grid_schema() -> Any:
+    """Arrow schema of ``grid.parquet``."""
+    import pyarrow as pa
+
+    return pa.schema([(n, getattr(pa, t)()) for n, t in GRID_SCHEMA_FIELDS])
+
+
+def pair_uri(out_uri: str, expert_id: str, task_id: str) -> str:
+    """Where one pair's result record lives (task ids made folder-safe)."""
+    from t2v_ray.dist.experts import expert_id_for
+
+    return storage.join(out_uri, PAIRS_DIR, expert_id, f"{expert_id_for(task_id)}.json")
+
+
+def read_pair(out_uri: str, expert_id: str, task_id: str) -> dict | None:
+    uri = pair_uri(out_uri, expert_id, task_id)
+    if not storage.exists(uri):
+        return None
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except ValueError:  # torn or foreign: the pair simply runs again
+        return None
+
+
+def write_pair(out_uri: str, row: dict) -> None:
+    data = json.dumps(row, default=str, allow_nan=True).encode()
+    storage.write_bytes_atomic(pair_uri(out_uri, row["expert_id"], row["task_id"]), data)
+
+
+@dataclass
+class GridContext:
+    """What every grid trial needs; built on the driver and shipped once through the object store."""
+
+    cfg: GridConfig
+    library_uri: str
+    experts_uri: str
+    out_uri: str
+    tracker: Any
+    parent_run_id: str | None
+    env: dict
+
+
+_PROCESS_CACHE: dict[str, Any] = {}
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+    """One library and one expert kept per trial process: reused actors run an expert's pairs back to back."""
+    slot = key[0]
+    hit = _PROCESS_CACHE.get(slot)
+    if hit is None or hit[0] != key:
+        _PROCESS_CACHE[slot] = (key, build())
+    return _PROCESS_CACHE[slot][1]
+
+
+def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
+    from t2v_ray.data.library import TaskLibrary
+    from t2v_ray.dist.experts import ExpertStore
+    from t2v_ray.dist.features import extract_pair, get_or_extract
+    from t2v_ray.train.classifier import fit_classifier
+    from t2v_ray.train.scores import transfer_scores
+
+    lib = _cached(("library", ctx.library_uri), lambda: TaskLibrary.open(ctx.library_uri))
+    spec = lib.task(task_id)
+    record, probe = _cached(
+        ("expert", ctx.experts_uri, expert_id), lambda: ExpertStore(ctx.experts_uri).load_probe(expert_id)
+    )
+    t0 = time.perf_counter()
+    pf, cached, furi = get_or_extract(
+        ctx.out_uri, expert_id, record.state_hash, spec.content_hash,
+        lambda: extract_pair(lib, task_id, probe, ctx.cfg.features),
+    )  # fmt: skip
+    extract_seconds = time.perf_counter() - t0
+    clf = fit_classifier(pf.train, pf.test, spec.num_classes, ctx.cfg.classifier)
+    row = {
+        "test_error": clf.test_error, "train_error": clf.train_error, "epochs": clf.epochs,
+        "n_train": len(pf.train), "n_test": len(pf.test), "n_classes": spec.num_classes,
+        "feature_dim": pf.train.dim, "features_cached": cached, "extract_seconds": extract_seconds,
+        "head_seconds": clf.seconds, "features_uri": furi, "expert_hash": record.state_hash,
+        "task_hash": spec.content_hash, "is_source": task_id in record.source_tasks,
+    }  # fmt: skip
+    return {**row, **(transfer_scores(pf.train) if ctx.cfg.transfer else {})}
+
+
+def run_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
+    """Compute one pair (unless already ``ok`` under this config), log it to MLflow, record it; returns the row.
+
+    Permanent errors (broken task data, missing expert) give a ``status="error"`` row; anything else raises so
+    that Tune retries the trial.
+    """
+    import uuid
+
+    from t2v_ray.dist.results import STATUS_ERROR, STATUS_OK
+
+    rhash = ctx.cfg.result_hash()
+    old = read_pair(ctx.out_uri, expert_id, task_id)
+    if old is not None and old.get("status") == STATUS_OK and old.get("config_hash") == rhash:
+        return {**old, "skipped": True}
+    start = time.perf_counter()
+    row: dict[str, Any] = {"expert_id": expert_id, "task_id": task_id, "config_hash": rhash}
+    try:
+        row.update(_compute_pair(expert_id, task_id, ctx), status=STATUS_OK)
+    except Exception as err:
+        if not any(c.__name__ in _PERMANENT for c in type(err).__mro__):
+            raise
+        row.update(status=STATUS_ERROR, error=f"{type(err).__name__}: {err}"[:2000])
+    row.update(
+        seconds=time.perf_counter() - start,
+        attempt=uuid.uuid4().hex,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    row["mlflow_run_id"] = _log_pair(ctx, row)
+    write_pair(ctx.out_uri, row)
+    return row
+
+
+def _log_pair(ctx: GridContext, row: dict) -> str | None:
+    """One MLflow run per pair; a FINISHED run of the same pair and config (a killed attempt's) is reused."""
+    import math
+
+    from t2v_ray.dist.results import STATUS_OK
+    from t2v_ray.track import run_name, run_tags
+
+    tracker = ctx.tracker
+    if tracker is None or not tracker.enabled or ctx.parent_run_id is None:
+        return None
+    ids = {"expert_id": row["expert_id"], "task_id": row["task_id"]}
+    tags = run_tags("grid", **ids, config_hash=row["config_hash"], status=row["status"])
+    name = run_name("grid", **ids)
+    params = {**ids, "classifier": to_dict(ctx.cfg.classifier)}
+    if row["status"] != STATUS_OK:
+        run_id = tracker.start_run(
+            name, {**tags, "error": row.get("error", "")}, parent_run_id=ctx.parent_run_id
+        )
+        tracker.log_params_flat(run_id, params)
+        tracker.end_run(run_id, "FAILED")
+        return run_id
+    query = "attributes.status = 'FINISHED' and " + " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    found = tracker.find_runs(query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return tracker.log_child(
+        ctx.parent_run_id, name, params, {k: v for k, v in metrics.items() if math.isfinite(v)}, tags
+    )
+
+
+def grid_trial(config: dict, ctx: GridContext) -> None:
+    """Tune trainable: one (expert, task) pair from ``config["item"]``."""
+    import math
+
+    from ray import tune
+
+    apply_trial_env(ctx.env, ctx.cfg.tune.cpus_per_trial)
+    item = config["item"]
+    row = run_pair(item["expert_id"], item["task_id"], ctx)
+    err = row.get("test_error")
+    tune.report(
+        {
+            "test_error": math.nan if err is None else float(err),
+            "ok": row["status"] == "ok",
+            "skipped": bool(row.get("skipped")),
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the driver
+
+
+def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, str]]:
+    """All (expert, task) pairs of the grid, expert-major (so a reused actor keeps its loaded expert).
+
+    Unknown task ids raise (a config error); unknown or broken experts become error rows when their pairs run.
+    """
+    from t2v_ray.dist.experts import ExpertStore
+
+    experts = list(cfg.experts) or ExpertStore(experts_uri).expert_ids()
+    if not experts:
+        raise ValueError(f"no experts found under {experts_uri} (run `t2v experts train` first)")
+    tasks = list(cfg.tasks) or [t.task_id for t in lib.tasks]
+    for t in tasks:
+        lib.task(t)
+    return [(e, t) for e in experts for t in tasks]
+
+
+def read_pairs(out_uri: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Recorded results of ``pairs`` (read concurrently: one small object per pair on S3)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        rows = pool.map(lambda p: read_pair(out_uri, *p), pairs)
+    return {p: r for p, r in zip(pairs, rows, strict=True) if r is not None}
+
+
+def collect_grid(out_uri: str, pairs: Sequence[tuple[str, str]]) -> Any:
+    """``grid.parquet`` content: exactly one row per pair, in plan order; a pair without a record is ``missing``."""
+    from t2v_ray.dist.results import rows_to_table
+
+    found = read_pairs(out_uri, pairs)
+    missing = {"status": "missing", "error": "no result recorded (run the grid again to compute it)"}
+    rows = [found.get(p) or {"expert_id": p[0], "task_id": p[1], **missing} for p in pairs]
+    return rows_to_table(rows, grid_schema())
+
+
+def _record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
+    """Trials that failed past their retries still get a row saying why (unless the pair got done meanwhile)."""
+    from t2v_ray.dist.results import STATUS_ERROR, STATUS_OK
+
+    for item, message in failures:
+        e, t = item.get("expert_id"), item.get("task_id")
+        old = read_pair(ctx.out_uri, e, t) if e and t else None
+        if e and t and (old is None or old.get("status") != STATUS_OK):
+            row = {"expert_id": e, "task_id": t, "status": STATUS_ERROR, "error": message}
+            write_pair(ctx.out_uri, {**row, "config_hash": ctx.cfg.result_hash()})
+
+
+def run_grid(cfg: GridConfig, library_uri: str, experts_uri: str, out_uri: str, resume: bool = False) -> Any:
+    """Train and evaluate the linear classifier of every (expert, task) pair on Ray Tune; write ``grid.parquet``.
+
+    Args:
+        cfg: the grid config.
+        library_uri: the task library.
+        experts_uri: storage root holding ``experts/`` (from ``t2v experts train --out``).
+        out_uri: storage root for features, pair records, ``grid.parquet`` (and Tune state when local).
+        resume: restore the latest Tune experiment of this grid first (pairs already ``ok`` never rerun anyway).
+
+    Returns:
+        The ``grid.parquet`` table.
+    """
+    from ray import tune
+
+    from t2v_ray.data.library import TaskLibrary
+    from t2v_ray.dist.ray_utils import init_ray
+    from t2v_ray.dist.results import STATUS_OK
+    from t2v_ray.track import Tracker, experiment_name, run_tags
+
+    library_uri, experts_uri, out_uri = str(library_uri), str(experts_uri), str(out_uri)
+    pairs = plan_pairs(cfg, TaskLibrary.open(library_uri), experts_uri)
+    rhash = cfg.result_hash()
+    done = {
+        p
+        for p, r in read_pairs(out_uri, pairs).items()
+        if r["status"] == STATUS_OK and r.get("config_hash") == rhash
+    }
+    todo = [{"expert_id": e, "task_id": t} for e, t in pairs if (e, t) not in done]
+    storage.write_bytes_atomic(
+        storage.join(out_uri, "grid", "config.json"), json.dumps(to_dict(cfg), indent=1).encode()
+    )
+    tracker = Tracker.create(
+        cfg.tracking.uri,
+        experiment_name(library_uri, "grid"),
+        cfg.tracking.artifact_root,
+        cfg.tracking.enabled,
+    )
+    with tracker.parent_run("grid", params=to_dict(cfg), tags=run_tags("grid", n_pairs=len(pairs))) as parent:
+        if todo:
+            init_ray(cfg.tune.ray_address)
+            ctx = GridContext(cfg, library_uri, experts_uri, out_uri, tracker, parent, forwarded_env())
+            trainable = tune.with_parameters(grid_trial, ctx=ctx)
+            root, prefix = (
+                default_state_root(out_uri, cfg.tune),
+                f"grid-{state_key(library_uri, experts_uri, out_uri)}-",
+            )
+            _record_failures(ctx, trial_errors(run_trials(trainable, todo, cfg.tune, root, prefix, resume)))
+            # A restored experiment only knows the pairs of its own run: newly planned ones need a fresh one.
+            recorded = read_pairs(out_uri, pairs)
+            left = [p for p in todo if (p["expert_id"], p["task_id"]) not in recorded]
+            if resume and left:
+                _record_failures(ctx, trial_errors(run_trials(trainable, left, cfg.tune, root, prefix)))
+        table = collect_grid(out_uri, pairs)
+        storage.write_parquet_atomic(table, storage.join(out_uri, GRID_FILE))
+        tracker.log_artifact_bytes(parent, GRID_FILE, storage.parquet_bytes(table))
+    return table

@@ -1,0 +1,99 @@
+"""One frozen pass of an expert over a task's images: features, labels and source-class probabilities.
+
+The grid trains every linear classifier on these cached arrays, so this pass is the only time the expert sees
+the task's images (paper supplement §4.1: the expert is frozen while its classifier trains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split of one task under one expert.
+
+    Attributes:
+        features: (N, D) float32, the input of the expert's (replaced) last linear layer.
+        labels: (N,) int64 target labels 0..C-1.
+        source_probs: (N, K) float32 softmax of the expert's own source head (K source classes), or None
+            when the expert has no head (LEEP and NCE need it; LogME and H-score do not).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    source_probs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible to this process (Ray hides GPUs a task did not ask for)."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def labels_of(dataset: Dataset) -> np.ndarray:
+    """Labels of a dataset without decoding images (``.labels`` when present, else by iterating)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+@torch.inference_mode()
+def extract_features(
+    features: nn.Module,
+    dataset: Dataset,
+    source_head: nn.Module | None = None,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> FeatureSet:
+    """Run ``features`` (eval mode) over ``dataset`` once, in order.
+
+    Args:
+        features: the expert's feature extractor, (B, 3, H, W) -> (B, D).
+        dataset: yields ``(image_tensor, label)``.
+        source_head: the expert's own classifier; when given, its softmax is kept per image.
+        batch_size: images per forward pass.
+        device: where to run.
+        num_workers: DataLoader workers decoding images (0: in this process).
+
+    Returns:
+        The :class:`FeatureSet`; a module that was in training mode is put back in it.
+    """
+    was_training = features.training
+    features.eval()
+    if source_head is not None:
+        source_head.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, labels, probs = [], [], []
+    try:
+        for x, y in loader:
+            f = features(x.to(device)).flatten(1)
+            feats.append(f.float().cpu())
+            labels.append(torch.as_tensor(y).long())
+            if source_head is not None:
+                probs.append(F.softmax(source_head(f).float(), dim=1).cpu())
+    finally:
+        features.train(was_training)
+    if not feats:
+        raise ValueError("cannot extract features of an empty dataset")
+    return FeatureSet(
+        features=torch.cat(feats).numpy(),
+        labels=torch.cat(labels).numpy(),
+        source_probs=torch.cat(probs).numpy() if probs else None,
+    )
