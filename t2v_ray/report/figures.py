@@ -41,6 +41,7 @@ def embed_2d(dist: np.ndarray, seed: int = 0) -> np.ndarray:
         out = vecs[:, top] * np.sqrt(np.clip(vals[top], 0.0, None))
         return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     tsne = TSNE(
         n_components=2,
@@ -49,7 +50,10 @@ def embed_2d(dist: np.ndarray, seed: int = 0) -> np.ndarray:
         perplexity=min(30.0, max(2.0, (n - 1) / 3)),
         random_state=seed,
     )
-    return tsne.fit_transform(d)
+    # A few hundred tasks take well under a second on one thread; OpenMP threads fighting over busy cores
+    # made 12 tasks take 8-13 s here.
+    with threadpool_limits(1 if n < 1000 else None):
+        return tsne.fit_transform(d)
 
 
 def _scatter_groups(ax, xy: np.ndarray, groups: Sequence[str], colours: dict, ticks: bool = False) -> None:

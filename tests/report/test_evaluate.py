@@ -1,0 +1,120 @@
+"""evaluate_selection on the planted synthetic root: rows, hand-computed values, protocols, filtering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from t2v_ray.core.distance import asymmetric_distance, symmetric_distance
+from t2v_ray.report.evaluate import evaluate_selection
+
+EXPECTED_ROWS = [
+    "Optimal",
+    "Chance",
+    "Generic",
+    "Task2Vec",
+    "Asymmetric Task2Vec",
+    "Asym. Task2Vec (α sweep)",
+    "MODEL2VEC",
+    "LogME",
+    "LEEP",
+    "NCE",
+]
+
+
+def _allowed(synth) -> np.ndarray:
+    return np.array([[t not in src for src in synth.sources] for t in synth.task_ids])
+
+
+def _hand_picks(synth, distance) -> np.ndarray:
+    """argmin over allowed experts with a known source of distance(task vector, expert vector)."""
+    allowed, experts = _allowed(synth), synth.expert_vectors()
+    picks = []
+    for i, v in enumerate(synth.vectors):
+        d = [distance(v, f) if allowed[i, j] and synth.sources[j] else np.inf for j, f in enumerate(experts)]
+        picks.append(int(np.argmin(d)))
+    return np.array(picks)
+
+
+def test_rows_in_table1_order_and_empty_transfer_column_skipped(evaluated):
+    table, _ = evaluated
+    # h_score is all NaN in the grid, so there is no H-score row.
+    assert list(table["selector"]) == EXPECTED_ROWS
+    assert (table["n_tasks"] == 12).all()
+
+
+def test_values_match_hand_computation(evaluated, synth):
+    table, details = evaluated
+    row = table.set_index("selector")
+    allowed, err = _allowed(synth), synth.errors
+    opt = np.where(allowed, err, np.inf).min(axis=1)
+    assert row.loc["Optimal", "mean_error"] == pytest.approx(opt.mean(), rel=1e-12)
+    chance = np.array([e[a].mean() for e, a in zip(err, allowed, strict=True)])
+    assert row.loc["Chance", "rel_increase"] == pytest.approx(chance.mean() / opt.mean() - 1, rel=1e-12)
+    generic = synth.expert_ids.index("generic")
+    assert row.loc["Generic", "rel_increase"] == pytest.approx(
+        err[:, generic].mean() / opt.mean() - 1, rel=1e-12
+    )
+
+    n = np.arange(len(opt))
+    sym = _hand_picks(synth, symmetric_distance)
+    asym = _hand_picks(synth, lambda v, f: asymmetric_distance(f, v, synth.trivial, 0.15))
+    np.testing.assert_array_equal(details.picks["Task2Vec"], sym)
+    np.testing.assert_array_equal(details.picks["Asymmetric Task2Vec"], asym)
+    for name, picks in (("Task2Vec", sym), ("Asymmetric Task2Vec", asym)):
+        assert row.loc[name, "rel_increase"] == pytest.approx(
+            err[n, picks].mean() / opt.mean() - 1, rel=1e-12
+        )
+        assert row.loc[name, "regret"] == pytest.approx((err[n, picks] - opt).mean(), rel=1e-12)
+    # LEEP is the negated error here, so it always finds the optimum.
+    assert row.loc["LEEP", "rel_increase"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_planted_structure_is_recovered(evaluated):
+    table, _ = evaluated
+    row = table.set_index("selector")
+    # Experts from the same family are much better than the generic one, and the embeddings find them.
+    for name in ("Task2Vec", "Asymmetric Task2Vec", "MODEL2VEC"):
+        assert row.loc[name, "rel_increase"] < 0.1 < row.loc["Generic", "rel_increase"]
+        assert (
+            row.loc[name, "rel_increase_lo"]
+            <= row.loc[name, "rel_increase"]
+            <= row.loc[name, "rel_increase_hi"]
+        )
+
+
+def test_taxonomy_protocol_never_picks_the_tasks_own_expert(evaluated):
+    _, details = evaluated
+    own = np.array([details.expert_ids.index(f"x-{t}") for t in details.task_ids])
+    for name, picks in details.picks.items():
+        assert not (picks == own).any(), name
+    per_task = details.per_task()
+    assert len(per_task) == len(details.task_ids) * len(details.picks)
+    assert (per_task["error"] >= per_task["optimal_error"] - 1e-15).all()
+
+
+def test_failed_rows_are_ignored(evaluated, synth):
+    _, details = evaluated
+    assert "broken/task" not in details.embeddings.task_ids
+    generic = details.expert_ids.index("generic")
+    # The 'error' grid row for (generic, last task) claims error 0.0; the ok value must be used.
+    assert details.errors[-1, generic] == pytest.approx(synth.errors[-1, generic])
+
+
+def test_mixed_protocol_lets_task2vec_pick_the_tasks_own_expert(synth):
+    r = synth.root
+    table, details = evaluate_selection(
+        str(r / "embeddings.parquet"),
+        str(r / "grid.parquet"),
+        str(r / "experts.parquet"),
+        None,
+        protocol="mixed",
+        n_boot=20,
+        model2vec=False,
+    )
+    own = np.array([details.expert_ids.index(f"x-{t}") for t in details.task_ids])
+    np.testing.assert_array_equal(details.picks["Task2Vec"], own)  # d_sym(t, t) = 0
+    assert details.allowed.all()
+    assert "MODEL2VEC" not in set(table["selector"])
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_selection(str(r / "embeddings.parquet"), str(r / "grid.parquet"), None, protocol="oracle")
