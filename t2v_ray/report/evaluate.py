@@ -200,11 +200,33 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def _drop_unservable(task_ids, errors, mask):
+def _ground_truth(
+    emb: EmbeddingSet, grid: pd.DataFrame, expert_ids: list[str], sources: list[list[str]], protocol: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Tasks both embedded and in the grid (sorted), their error matrix and protocol mask.
+
+    Tasks without a single allowed expert are dropped (with a warning): no selector can serve them.
+    """
+    task_ids = sorted(set(emb.task_ids) & set(grid["task_id"]))
+    if not task_ids:
+        raise ValueError("no task is both embedded and in the grid")
+    errors = grid_matrix(grid, task_ids, expert_ids, "test_error")
+    mask = protocol_mask(protocol, task_ids, sources, errors)
     ok = mask.any(axis=1)
     if not ok.all():
         log.warning("dropping %d task(s) with no allowed expert in the grid", int((~ok).sum()))
     return [t for t, keep in zip(task_ids, ok, strict=True) if keep], errors[ok], mask[ok]
+
+
+def _generic_index(experts: pd.DataFrame, mask: np.ndarray) -> int | None:
+    """Column of the generic expert; None without one, or when it lacks grid cells (it could not serve all)."""
+    generic = [j for j, g in enumerate(experts["is_generic"]) if g]
+    if not generic:
+        return None
+    if not mask[:, generic[0]].all():
+        log.warning("the generic expert lacks grid cells for some tasks: no Generic row")
+        return None
+    return generic[0]
 
 
 def evaluate_selection(
@@ -238,20 +260,11 @@ def evaluate_selection(
     experts = load_experts(experts_uri, grid)
     expert_ids = list(experts["expert_id"])
     sources = [list(s) for s in experts["source_tasks"]]
-    task_ids = sorted(set(emb.task_ids) & set(grid["task_id"]))
-    if not task_ids:
-        raise ValueError("no task is both embedded and in the grid")
-    errors = grid_matrix(grid, task_ids, expert_ids, "test_error")
-    task_ids, errors, mask = _drop_unservable(
-        task_ids, errors, protocol_mask(protocol, task_ids, sources, errors)
-    )
+    task_ids, errors, mask = _ground_truth(emb, grid, expert_ids, sources, protocol)
     vectors = emb.vectors[emb.rows(task_ids)]
     experts_emb = expert_embeddings(sources, emb)
-    generic = [j for j, g in enumerate(experts["is_generic"]) if g]
-    picks = {GENERIC: sel.generic_picks(len(task_ids), generic[0])} if generic else {}
-    if generic and not mask[:, generic[0]].all():
-        log.warning("the generic expert lacks grid cells for some tasks: no Generic row")
-        picks = {}
+    generic = _generic_index(experts, mask)
+    picks = {GENERIC: sel.generic_picks(len(task_ids), generic)} if generic is not None else {}
     scores, sweep, chosen = _selector_scores(
         vectors, experts_emb, emb.trivial, errors, mask, alpha, model2vec, dict(model2vec_opts or {})
     )
@@ -283,7 +296,7 @@ def evaluate_selection(
         embeddings=emb,
         expert_task_embs=experts_emb,
         expert_sources=sources,
-        generic_index=generic[0] if generic else None,
+        generic_index=generic,
         specs=load_specs(library_uri),
     )
     return _ordered(table), details

@@ -36,6 +36,33 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+@dataclass(frozen=True)
+class RankConfig:
+    """Settings of ``t2v select rank`` (also loadable from YAML; see the module docstring for ``task``).
+
+    Attributes:
+        task: the new task: a library URI (with ``task_id`` unless it holds one task) or a class-folder tree.
+        task_id: task id inside the ``task`` library.
+        library_results: results root of the expert library (embeddings, grid, experts, embed_config.yaml).
+        top: print only the best N experts (None: all).
+        by: ranking column: ``d_asym``, ``d_sym`` or ``model2vec`` (lower = better).
+        alpha: alpha of the asymmetric distance.
+        model2vec: also fit MODEL2VEC on the stored grid and score the experts with it.
+        csv: also write the full ranking as CSV to this path or URI.
+        device: torch device for the embedding (None: cuda when available).
+    """
+
+    task: str = ""
+    task_id: str | None = None
+    library_results: str = ""
+    top: int | None = None
+    by: str = "d_asym"
+    alpha: float = 0.15
+    model2vec: bool = True
+    csv: str | None = None
+    device: str | None = None
+
+
 @dataclass
 class ExpertStore:
     """What ranking needs from the stored results: the experts, their source embeddings and the grid.

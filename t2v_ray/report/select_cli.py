@@ -110,30 +110,54 @@ def render_ranking(result: Any, top: int | None) -> Any:
 
 @app.command()
 def rank(
+    overrides: list[str] = common.OVERRIDES,
     task: str = typer.Option(
-        ..., "--task", help="New task: a library URI (+ --task-id) or a folder root/<class>/*.png."
+        None, "--task", help="New task: a library URI (+ --task-id) or a folder root/<class>/*.png."
     ),
-    library_results: str = typer.Option(..., "--library-results", help="Results root of the expert library."),
+    library_results: str = typer.Option(
+        None, "--library-results", help="Results root of the expert library."
+    ),
     task_id: str = typer.Option(None, "--task-id", help="Task id inside the --task library."),
     top: int = typer.Option(None, "--top", help="Show the N best experts only."),
-    by: str = typer.Option("d_asym", "--by", help="Order by d_asym | d_sym | model2vec."),
-    alpha: float = typer.Option(0.15, "--alpha", help="alpha of the asymmetric distance."),
-    model2vec: bool = typer.Option(True, "--model2vec/--no-model2vec", help="Also fit and score MODEL2VEC."),
+    by: str = typer.Option(None, "--by", help="Order by d_asym (default) | d_sym | model2vec."),
+    alpha: float = typer.Option(None, "--alpha", help="alpha of the asymmetric distance (default 0.15)."),
+    model2vec: bool = typer.Option(
+        None, "--model2vec/--no-model2vec", help="Also fit and score MODEL2VEC (default on)."
+    ),
     csv: str = typer.Option(None, "--csv", help="Also write the full ranking as CSV here."),
     device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    config: Path = common.CONFIG,
 ) -> None:
     """Embed ONE new task with the stored probe/config and rank the stored experts for it."""
+    import json
+
     from rich.console import Console
 
+    from t2v_ray.config import load_config
     from t2v_ray.data import storage
-    from t2v_ray.report.rank import rank_new_task
+    from t2v_ray.report.rank import RankConfig, rank_new_task
     from t2v_ray.report.results import ResultsPaths
 
-    paths = ResultsPaths.from_root(library_results)
+    flags = dict(
+        task=task,
+        library_results=library_results,
+        task_id=task_id,
+        top=top,
+        by=by,
+        alpha=alpha,
+        model2vec=model2vec,
+        csv=csv,
+        device=device,
+    )
+    given = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     try:
-        result = rank_new_task(paths, task, task_id, alpha=alpha, model2vec=model2vec, by=by, device=device)
+        cfg = load_config(RankConfig, config, given + list(overrides or []))
+        if not cfg.task or not cfg.library_results:
+            raise ValueError("both --task and --library-results are required")
+        paths = ResultsPaths.from_root(cfg.library_results)
+        result = rank_new_task(paths, cfg.task, cfg.task_id, cfg.alpha, cfg.model2vec, cfg.by, cfg.device)
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
-    Console().print(render_ranking(result, top))
-    if csv:
-        storage.write_bytes_atomic(csv, result.table.to_csv(index=False, float_format="%.6g").encode())
+    Console().print(render_ranking(result, cfg.top))
+    if cfg.csv:
+        storage.write_bytes_atomic(cfg.csv, result.table.to_csv(index=False, float_format="%.6g").encode())

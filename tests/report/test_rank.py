@@ -166,3 +166,10 @@ def test_rank_refuses_a_probe_with_other_weights(probe_results):
         env={"COLUMNS": "300"},
     )
     assert res.exit_code == 2 and "weights hash" in res.output
+
+
+def test_rank_needs_a_task_and_results():
+    from t2v_ray.cli import app
+
+    res = CliRunner().invoke(app, ["select", "rank", "--task", "somewhere"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "--library-results" in res.output
