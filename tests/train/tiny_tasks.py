@@ -98,8 +98,13 @@ TASKS = {
 }
 
 
-def build_tiny_library(uri: str, n_train: int = 16, n_test: int = 8, seed: int = 0, tasks=None) -> list[str]:
-    """Write the library to ``uri`` (path or s3://); ``n_train``/``n_test`` images per class. Returns task ids."""
+def build_tiny_library(
+    uri: str, n_train: int = 16, n_test: int = 8, seed: int = 0, tasks=None, corrupt: str | None = None
+) -> list[str]:
+    """Write the library to ``uri`` (path or s3://); ``n_train``/``n_test`` images per class. Returns task ids.
+
+    ``corrupt`` names a task whose 3rd train image is replaced by bytes no decoder accepts.
+    """
     writer = LibraryWriter(uri)
     for t, name in enumerate(tasks or TASKS):
         draw, classes = TASKS[name]
@@ -115,6 +120,8 @@ def build_tiny_library(uri: str, n_train: int = 16, n_test: int = 8, seed: int =
             for c in range(len(classes))
             for i in range(n)
         ]
+        if name == corrupt:
+            rows[2]["image"] = b"\x89PNG-not-really"
         spec = {"task_id": name, "dataset": "tiny", "kind": "attribute", "taxonomy": ["tiny", name]}
         writer.add_task({**spec, "classes": classes}, rows)
     return [s.task_id for s in writer.finish()]

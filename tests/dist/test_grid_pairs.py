@@ -1,0 +1,108 @@
+"""One grid pair without Ray: feature cache, classifier, error rows, skipping, records -> grid table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from t2v_ray.data import storage
+from t2v_ray.dist import features as fcache
+from t2v_ray.dist.experts import ExpertsConfig, build_expert
+from t2v_ray.dist.grid import GridConfig, GridContext, collect_grid, run_pair
+from t2v_ray.track import NoopTracker
+from t2v_ray.train.classifier import ClassifierConfig
+from t2v_ray.train.features import FeatureSet
+from tests.train.tiny_tasks import build_tiny_library
+
+FAST = GridConfig(classifier=ClassifierConfig(epochs=2, epoch_size=128, batch_size=32, lr=1e-2))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[str, str]:
+    lib = str(tmp_path_factory.mktemp("lib") / "tiny")
+    build_tiny_library(lib, n_train=4, n_test=2, tasks=["shapes", "color", "count"], corrupt="count")
+    out = str(tmp_path_factory.mktemp("out"))
+    build_expert("generic", [], ExpertsConfig(probe="small_cnn", weights=None), lib, out)
+    return lib, out
+
+
+def _ctx(setup, cfg: GridConfig = FAST) -> GridContext:
+    lib, out = setup
+    return GridContext(cfg, lib, out, out, NoopTracker(), None, {})
+
+
+def test_feature_cache_round_trip_and_invalidation(tmp_path):
+    fs = FeatureSet(np.ones((3, 2), np.float32), np.arange(3), np.full((3, 4), 0.25, np.float32))
+    pair = fcache.PairFeatures(fs, FeatureSet(np.zeros((0, 2), np.float32), np.zeros(0, np.int64)))
+    calls = []
+
+    def extract():
+        calls.append(1)
+        return pair
+
+    got, cached, uri = fcache.get_or_extract(str(tmp_path), "e", "hash-1", "task-h", extract)
+    assert not cached and uri.endswith("features/e/task-h.npz") and storage.exists(uri)
+    again, cached, _ = fcache.get_or_extract(str(tmp_path), "e", "hash-1", "task-h", extract)
+    assert cached and len(calls) == 1
+    np.testing.assert_array_equal(again.train.source_probs, fs.source_probs)
+    assert again.test.features.shape == (0, 2) and again.test.source_probs is None
+    _, cached, _ = fcache.get_or_extract(str(tmp_path), "e", "hash-2", "task-h", extract)  # retrained expert
+    assert not cached and len(calls) == 2
+
+
+def test_a_pair_computes_once_then_is_skipped_and_a_new_head_reuses_its_features(setup):
+    first = run_pair("generic", "shapes", _ctx(setup))
+    assert first["status"] == "ok" and not first["features_cached"]
+    assert 0.0 <= first["test_error"] <= 1.0 and first["n_train"] == 12 and first["n_test"] == 6
+    assert math.isfinite(first["logme"]) and math.isnan(first["leep"])  # random-init generic: no source head
+    again = run_pair("generic", "shapes", _ctx(setup))
+    assert again["skipped"] and again["attempt"] == first["attempt"]
+    other = dataclasses.replace(FAST, classifier=dataclasses.replace(FAST.classifier, epochs=1))
+    third = run_pair("generic", "shapes", _ctx(setup, other))
+    assert third["features_cached"] and third["attempt"] != first["attempt"] and third["epochs"] == 1
+
+
+def test_broken_images_and_missing_experts_fail_alone_with_a_message(setup):
+    bad_task = run_pair("generic", "count", _ctx(setup))
+    assert bad_task["status"] == "error"
+    assert "ImageDecodeError" in bad_task["error"] and "count-train-0-2" in bad_task["error"]
+    no_expert = run_pair("ghost", "color", _ctx(setup))
+    assert no_expert["status"] == "error" and "ghost" in no_expert["error"]
+    assert run_pair("generic", "color", _ctx(setup))["status"] == "ok"
+
+
+def test_unexpected_errors_propagate_for_tune_to_retry(setup, monkeypatch):
+    import t2v_ray.train.classifier as clf
+
+    def boom(*a, **k):
+        raise RuntimeError("transient")
+
+    monkeypatch.setattr(clf, "fit_classifier", boom)
+    with pytest.raises(RuntimeError, match="transient"):
+        run_pair("generic", "color", _ctx(setup, dataclasses.replace(FAST, transfer=False)))
+
+
+def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
+    _, out = setup
+    run_pair("generic", "color", _ctx(setup))
+    pairs = [("generic", "color"), ("nobody", "shapes"), ("generic", "shapes")]
+    table = collect_grid(out, pairs)
+    assert (
+        list(zip(table.column("expert_id").to_pylist(), table.column("task_id").to_pylist(), strict=True))
+        == pairs
+    )
+    assert table.column("status").to_pylist()[1] == "missing"
+    assert {
+        "test_error",
+        "train_error",
+        "epochs",
+        "seconds",
+        "status",
+        "logme",
+        "leep",
+        "nce",
+        "h_score",
+    } <= set(table.column_names)
