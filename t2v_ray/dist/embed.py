@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from t2v_ray.config import config_hash, to_dict
-from t2v_ray.dist.results import STATUS_OK, ResultStore, is_cached
+from t2v_ray.dist.embed_worker import EmbedWorker, probe_identity, worker_threads
+from t2v_ray.dist.results import (
+    STATUS_OK,
+    ResultStore,
+    error_row,
+    is_cached,
+    log_embedding_run,
+)
 from t2v_ray.task2vec import EmbedConfig
 
 log = logging.getLogger(__name__)
@@ -188,27 +195,20 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
         Counts, timings and errors of the run.
     """
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.ray_utils import init_ray
 
     cfg.validate()
     t_start = time.perf_counter()
-    library = TaskLibrary.open(cfg.library)
-    specs = {s.task_id: s for s in library.tasks}
+    specs = {s.task_id: s for s in TaskLibrary.open(cfg.library).tasks}
     selected = select_tasks(list(specs), cfg.tasks)
     if not selected:
         raise ValueError(f"no task of {cfg.library} matches {cfg.tasks!r}")
     store = ResultStore(cfg.out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
     existing = {k[0]: row for k, row in store.read_rows().items()}
-    started = init_ray(cfg.address, cfg.local_cpus)
     run = _Driver(cfg, store, specs, t_start)
     try:
         return run.execute(selected, existing, callback)
     finally:
-        run.stop_actors()
-        if started:
-            import ray
-
-            ray.shutdown()
+        run.close()
 
 
 class _Driver:
@@ -222,12 +222,47 @@ class _Driver:
         self.key: dict[str, str] = {}
         self.resolved = cfg
         self.tracker: Any = None
+        self.started_ray = False
         self._mlflow_failed = False
 
     # ------------------------------------------------------------------------------------ lifecycle
     def execute(self, selected: list[str], existing: dict, callback) -> EmbedSummary:
-        from t2v_ray.dist.ray_utils import DynamicPool
+        pool = None
+        if all(self._data_unchanged(existing.get(t), t) for t in selected):
+            # Probably a rerun of a finished job: hash the probe here rather than start actors for nothing.
+            self._set_key(*probe_identity(self.cfg))
+        todo = self._todo(selected, existing)
+        if todo:
+            pool = self._start_pool()
+            todo = self._todo(selected, existing)
+        self.summary.startup_seconds = time.perf_counter() - self.t_start
+        self.summary.total, self.summary.skipped = len(selected), len(selected) - len(todo)
+        self._write_config()
+        self.tracker = create_tracker(self.cfg.mlflow, self.cfg.library)
+        params = to_dict(self.resolved)
+        with self.tracker.parent_run(self._run_name(), params=params, tags=self._tags()) as parent_id:
+            self.summary.parent_run_id = parent_id
+            if todo:
+                self._loop(pool, todo, callback)
+            self.store.compact()
+            self.summary.wall_seconds = time.perf_counter() - self.t_start
+            self._finish_parent(parent_id)
+        return self.summary
 
+    def close(self) -> None:
+        """Kill the actors, and shut Ray down if this run started it."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()
+
+    def _start_pool(self) -> Any:
+        from t2v_ray.dist.ray_utils import DynamicPool, init_ray
+
+        self.started_ray = init_ray(self.cfg.address, self.cfg.local_cpus)
         self.actors = self._start_actors()
         pool = DynamicPool(
             self.actors,
@@ -236,27 +271,7 @@ class _Driver:
             on_ready=self._on_ready,
         )
         pool.wait_ready(self.cfg.actor_start_timeout)
-        self.summary.startup_seconds = time.perf_counter() - self.t_start
-        todo = [t for t in selected if not is_cached(existing.get(t), self._key(t))]
-        self.summary.total, self.summary.skipped = len(selected), len(selected) - len(todo)
-        self._write_config()
-        self.tracker = self._tracker()
-        with self.tracker.parent_run(
-            self._run_name(), params=to_dict(self.resolved), tags=self._tags()
-        ) as pid:
-            self.summary.parent_run_id = pid
-            self._loop(pool, todo, callback)
-            self.store.compact()
-            self.summary.wall_seconds = time.perf_counter() - self.t_start
-            self._finish_parent(pid)
-        return self.summary
-
-    def stop_actors(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        return pool
 
     def _start_actors(self) -> list[Any]:
         import ray
@@ -274,31 +289,44 @@ class _Driver:
         )
         return [remote.remote(cfg, threads, cfg.gpus_per_actor > 0) for _ in range(cfg.actors)]
 
+    # ------------------------------------------------------------------------------------ cache key
     def _on_ready(self, slot: int, info: dict) -> None:
-        """First ready actor fixes the probe hash and input size; later ones must agree."""
+        """The first probe built fixes the cache key; every later actor must have built the same probe."""
         self._note_pid(slot, info["pid"])
         if not self.key:
-            self.resolved = replace(self.cfg, input_size=info["input_size"])
-            settings = HashedSettings(self.cfg.embed, info["input_size"])
-            self.key = {"probe_hash": info["probe_hash"], "config_hash": config_hash(settings)}
-            self.summary.probe_hash, self.summary.config_hash = (
-                self.key["probe_hash"],
-                self.key["config_hash"],
-            )
+            self._set_key(info["probe_hash"], info["input_size"])
         elif info["probe_hash"] != self.key["probe_hash"]:
             raise RuntimeError(
-                f"actor {slot} built a different probe (hash {info['probe_hash']} != {self.key['probe_hash']}): "
-                "weights must be identical on every node"
+                f"actor {slot} on {info['host']} built a different probe (hash {info['probe_hash']} != "
+                f"{self.key['probe_hash']}): weights must be identical on every node"
             )
+
+    def _set_key(self, probe_hash: str, input_size: int) -> None:
+        self.resolved = replace(self.cfg, input_size=input_size)
+        self.key = {
+            "probe_hash": probe_hash,
+            "config_hash": config_hash(HashedSettings(self.cfg.embed, input_size)),
+        }
+        self.summary.probe_hash, self.summary.config_hash = probe_hash, self.key["config_hash"]
+
+    def _key(self, task_id: str) -> dict[str, str]:
+        return {**self.key, "data_hash": self.specs[task_id].content_hash}
+
+    def _data_unchanged(self, row: dict | None, task_id: str) -> bool:
+        return (
+            bool(row) and row["status"] == STATUS_OK and row["data_hash"] == self.specs[task_id].content_hash
+        )
+
+    def _todo(self, selected: list[str], existing: dict) -> list[str]:
+        if not self.key:
+            return list(selected)
+        return [t for t in selected if not is_cached(existing.get(t), self._key(t))]
 
     def _note_pid(self, slot: int, pid: int) -> None:
         # Ray restarts a killed actor and retries its call transparently: a new pid is how the driver sees it.
         if self.pids.get(slot) not in (None, pid):
             self.summary.actor_restarts += 1
         self.pids[slot] = pid
-
-    def _key(self, task_id: str) -> dict[str, str]:
-        return {**self.key, "data_hash": self.specs[task_id].content_hash}
 
     # ------------------------------------------------------------------------------------ main loop
     def _loop(self, pool: Any, todo: list[str], callback) -> None:
@@ -321,7 +349,7 @@ class _Driver:
     def _record(self, event: Any) -> None:
         tid = event.item
         if event.error is not None:
-            row = _error_row(tid, f"task {tid!r}: worker process died (after Ray's retries): {event.error}")
+            row = error_row(tid, f"task {tid!r}: worker process died (after Ray's retries): {event.error}")
         else:
             row = event.value
             self._note_pid(event.slot, int(row["worker"].rsplit(":", 1)[1]))
@@ -345,9 +373,6 @@ class _Driver:
         text = yaml.safe_dump(to_dict(self.resolved), sort_keys=False)
         storage.write_bytes_atomic(storage.join(self.cfg.out, CONFIG_FILE), text.encode())
 
-    def _tracker(self) -> Any:
-        return create_tracker(self.cfg.mlflow, self.cfg.library)
-
     def _run_name(self) -> str:
         from t2v_ray.track import run_name
 
@@ -362,7 +387,9 @@ class _Driver:
         if self._mlflow_failed:
             return
         try:
-            log_task(self.tracker, self.summary.parent_run_id, row, self._tags(task_id=row["task_id"]))
+            log_embedding_run(
+                self.tracker, self.summary.parent_run_id, row, self._tags(task_id=row["task_id"])
+            )
         except Exception as err:  # results are safe in Parquet; tracking trouble must not stop the run
             log.warning("MLflow logging failed, continuing without it: %s", err)
             self._mlflow_failed = True
@@ -373,9 +400,8 @@ class _Driver:
         from t2v_ray.data import storage
 
         summary = self.summary.to_dict()
-        storage.write_bytes_atomic(
-            storage.join(self.cfg.out, SUMMARY_FILE), json.dumps(summary, indent=2).encode()
-        )
+        text = json.dumps(summary, indent=2)
+        storage.write_bytes_atomic(storage.join(self.cfg.out, SUMMARY_FILE), text.encode())
         if self._mlflow_failed:
             return
         metrics = {k: float(summary[k]) for k in ("ok", "error", "skipped", "computed", "wall_seconds")}
@@ -399,137 +425,3 @@ def create_tracker(mcfg: MlflowConfig, library: str) -> Any:
         root = default_artifact_root(db.parent)
     name = mcfg.experiment or experiment_name(library, "embed")
     return Tracker.create(uri, name, artifact_root=root, enabled=mcfg.enabled)
-
-
-def log_task(tracker: Any, parent_id: str | None, row: dict, tags: dict[str, str]) -> str:
-    """One child run per task: identifying params, norm/accuracy/seconds metrics, the vector as ``.npy``."""
-    import io
-
-    import numpy as np
-
-    params = {k: row.get(k) for k in ("task_id", "probe", "method", "probe_hash", "config_hash", "data_hash")}
-    params.update(n_samples=row.get("n_samples"), n_classes=row.get("n_classes"), worker=row.get("worker"))
-    metrics = {k: float(row[k]) for k in ("norm", "head_accuracy", "seconds") if row.get(k) is not None}
-    if row["status"] == STATUS_OK:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(row["embedding"], dtype=np.float32))
-        artifacts: dict[str, Any] = {"embedding.npy": buf.getvalue()}
-    else:
-        artifacts = {"error.txt": row.get("error") or ""}
-    name = f"embed:{row['task_id']}"
-    return tracker.log_child(parent_id, name, params, metrics, {**tags, "status": row["status"]}, artifacts)
-
-
-# ---------------------------------------------------------------------------------------------- worker
-def worker_threads(cpus: float) -> int:
-    """torch threads for an actor owning ``cpus`` Ray CPUs (STACK pitfall 21: never more than it owns)."""
-    return max(1, int(cpus))
-
-
-def _error_row(task_id: str, message: str) -> dict[str, Any]:
-    return {"task_id": task_id, "status": "error", "error": message}
-
-
-class EmbedWorker:
-    """Actor body: one probe and one library handle per process, one task per :meth:`embed` call.
-
-    Wrapped with ``ray.remote`` by the driver, so this module imports without Ray. Random-init probes are
-    built under ``embed.seed`` so that every actor (and every restart) holds the same weights.
-    """
-
-    def __init__(self, cfg: EmbedJobConfig, threads: int, use_gpu: bool):
-        import torch
-
-        from t2v_ray.data.library import TaskLibrary
-        from t2v_ray.dist.ray_utils import retry_io
-        from t2v_ray.probes import get_probe
-        from t2v_ray.task2vec import Task2Vec
-
-        if use_gpu and not torch.cuda.is_available():
-            raise RuntimeError("gpus_per_actor > 0 but this actor sees no CUDA device")
-        if not use_gpu:
-            torch.set_num_threads(threads)
-        self.cfg = cfg
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.embed.seed)
-            self.probe = get_probe(cfg.probe, weights=cfg.weights, input_size=cfg.input_size)
-        self.t2v = Task2Vec(self.probe, config=cfg.embed, device="cuda" if use_gpu else "cpu")
-        self.probe_hash = self.probe.state_hash()
-        self.library = retry_io(lambda: TaskLibrary.open(cfg.library), cfg.library, cfg.io_retries, 1.0)
-
-    def describe(self) -> dict[str, Any]:
-        """Identity of this actor process: pid, host, probe hash, resolved input size, device."""
-        import os
-        import socket
-
-        import torch
-
-        return {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "probe_hash": self.probe_hash,
-            "input_size": self.probe.input_size,
-            "device": str(self.t2v.device),
-            "threads": torch.get_num_threads(),
-        }
-
-    def embed(self, task_id: str) -> dict[str, Any]:
-        """Read ``task_id``'s training split and embed it; failures become an ``error`` row naming the task."""
-        import os
-        import socket
-        from datetime import UTC, datetime
-
-        from t2v_ray.data.library import LibraryError
-        from t2v_ray.dist.ray_utils import TransientIOError
-
-        t0 = time.perf_counter()
-        try:
-            row = self._embed(task_id)
-        except Exception as err:  # any failure of one task is that task's row, never the end of the run
-            # Bad data is expected at scale and named in the row; a traceback only helps for the unexpected.
-            expected = isinstance(err, ValueError | LibraryError | TransientIOError)
-            log.warning("task %s failed: %s", task_id, err, exc_info=not expected)
-            row = _error_row(task_id, _describe_error(task_id, err))
-        row.update(
-            seconds=time.perf_counter() - t0,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-            finished_at=datetime.now(UTC),
-        )
-        return row
-
-    def _embed(self, task_id: str) -> dict[str, Any]:
-        import numpy as np
-
-        from t2v_ray.data.dataset import TaskDataset
-        from t2v_ray.dist.ray_utils import retry_io
-
-        cfg = self.cfg
-        table = retry_io(
-            lambda: self.library.read_task(task_id, split="train"),
-            f"reading task {task_id!r}",
-            cfg.io_retries,
-            cfg.io_backoff_seconds,
-        )
-        emb = self.t2v.embed(TaskDataset(table, self.probe.transform, split="train"))
-        return {
-            "task_id": task_id,
-            "status": STATUS_OK,
-            "error": None,
-            "embedding": emb.vector.astype(np.float32),
-            "layer_offsets": list(emb.layer_offsets),
-            "norm": emb.norm,
-            "head_accuracy": emb.meta["head_accuracy"],
-            "n_samples": emb.meta["n_samples"],
-            "n_classes": emb.meta["n_classes"],
-            "trivial": np.asarray(emb.meta["trivial"], dtype=np.float32),
-            "domain": np.asarray(emb.meta["domain"], dtype=np.float32),
-        }
-
-
-def _describe_error(task_id: str, err: BaseException) -> str:
-    """A one-line reason that names the task (TaskDataError already names task, shard and row)."""
-    text = str(err) or type(err).__name__
-    if f"task {task_id!r}" in text:
-        return text
-    kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
-    return f"task {task_id!r}: {kind}{text}"

@@ -213,3 +213,47 @@ def embedding_matrix(table: pa.Table, column: str = "embedding") -> tuple[list[s
     if not vectors:
         return ids, np.zeros((0, 0))
     return ids, np.asarray(vectors, dtype=np.float64)
+
+
+def embedding_row(task_id: str, emb: Any) -> dict[str, Any]:
+    """The result columns of an ``ok`` row from a :class:`~t2v_ray.core.embedding.TaskEmbedding`."""
+    return {
+        "task_id": task_id,
+        "status": STATUS_OK,
+        "error": None,
+        "embedding": np.asarray(emb.vector, dtype=np.float32),
+        "layer_offsets": [int(o) for o in emb.layer_offsets],
+        "norm": emb.norm,
+        "head_accuracy": emb.meta["head_accuracy"],
+        "n_samples": emb.meta["n_samples"],
+        "n_classes": emb.meta["n_classes"],
+        "trivial": np.asarray(emb.meta["trivial"], dtype=np.float32),
+        "domain": np.asarray(emb.meta["domain"], dtype=np.float32),
+    }
+
+
+def error_row(task_id: str, message: str) -> dict[str, Any]:
+    """An ``error`` row; ``message`` should name the task (and shard/row when known)."""
+    return {"task_id": task_id, "status": STATUS_ERROR, "error": message}
+
+
+def log_embedding_run(
+    tracker: Any, parent_id: str | None, row: Mapping[str, Any], tags: dict[str, str]
+) -> str:
+    """One MLflow child run for one row: identifying params, norm/accuracy/seconds, the vector as ``.npy``.
+
+    Error rows get the message as ``error.txt`` and tag ``status=error``. Returns the child's run id.
+    """
+    import io
+
+    params = {k: row.get(k) for k in ("task_id", "probe", "method", "probe_hash", "config_hash", "data_hash")}
+    params.update(n_samples=row.get("n_samples"), n_classes=row.get("n_classes"), worker=row.get("worker"))
+    metrics = {k: float(row[k]) for k in ("norm", "head_accuracy", "seconds") if row.get(k) is not None}
+    if row["status"] == STATUS_OK:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(row["embedding"], dtype=np.float32))
+        artifacts: dict[str, Any] = {"embedding.npy": buf.getvalue()}
+    else:
+        artifacts = {"error.txt": row.get("error") or ""}
+    name = f"embed:{row['task_id']}"
+    return tracker.log_child(parent_id, name, params, metrics, {**tags, "status": row["status"]}, artifacts)
