@@ -7,6 +7,7 @@ import pyarrow as pa
 TASKS_FILE = "tasks.parquet"
 SHARDS_DIR = "shards"
 CONTACT_SHEET = "contact_sheet.png"
+BUILD_CONFIG = "build_config.yaml"
 
 KINDS = ("taxonomy", "attribute")
 SPLITS = ("train", "test")

@@ -26,6 +26,7 @@ __all__ = [
     "list_dir",
     "list_files",
     "open_fs",
+    "parquet_bytes",
     "read_bytes",
     "read_parquet",
     "write_bytes_atomic",

@@ -121,6 +121,9 @@ def validate_library(uri: str, decode: bool = True, check_hash: bool = False) ->
         report.library_error = str(e)
         return report
     report.task_ids = [s.task_id for s in lib.tasks]
+    if not report.task_ids:
+        report.library_error = f"{uri}: the library lists no tasks"
+        return report
     for tid, n in Counter(report.task_ids).items():
         if n > 1:
             report.issues.append(Issue(tid, None, None, f"task_id appears {n} times in tasks.parquet"))

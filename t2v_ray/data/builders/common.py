@@ -4,6 +4,7 @@ contact sheet, summary)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import statistics
 import time
 from collections import defaultdict
@@ -15,6 +16,7 @@ import numpy as np
 from t2v_ray.data import storage
 from t2v_ray.data.images import encode_png  # noqa: F401  (re-exported for builders)
 from t2v_ray.data.library import LibraryWriter, TaskSpec, WriteStats
+from t2v_ray.data.schema import BUILD_CONFIG
 from t2v_ray.data.validate import ValidationReport, validate_library
 
 
@@ -142,9 +144,18 @@ def finish_build(
     skipped: list[str] | None = None,
     validate: bool = True,
     contact_sheet: bool = True,
+    config: dict | None = None,
 ) -> BuildSummary:
-    """Write ``tasks.parquet``, validate the library, draw the contact sheet and summarise."""
+    """Write ``tasks.parquet``, validate the library, draw the contact sheet and summarise.
+
+    ``config`` (the resolved build parameters) is saved as ``build_config.yaml`` next to ``tasks.parquet``.
+    """
     specs = writer.finish()
+    if config is not None:
+        import yaml
+
+        text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
+        storage.write_bytes_if_changed(storage.join(writer.uri, BUILD_CONFIG), text.encode())
     report = validate_library(writer.uri) if validate else None
     sheet = None
     if contact_sheet and specs:

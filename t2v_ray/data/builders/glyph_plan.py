@@ -48,8 +48,9 @@ def _pool(script: Script, fonts: list[FontInfo], cfg: GlyphConfig, seed: int) ->
     cover = {c: sum(f.covers(c) for f in ok) for c in letters}
     chosen = sorted((c for c in letters if cover[c] >= cfg.min_fonts), key=lambda c: (-cover[c], ord(c)))
     chosen = sorted(chosen[: cfg.max_classes], key=ord)
-    if len(chosen) < cfg.min_letters:
-        return f"script {script.name}: {len(chosen)} letters drawn by >= {cfg.min_fonts} fonts (need {cfg.min_letters})"
+    need = min(cfg.min_letters, cfg.max_classes)
+    if len(chosen) < need:
+        return f"script {script.name}: {len(chosen)} letters drawn by >= {cfg.min_fonts} fonts (need {need})"
     main, held = _hold_out(ok, cfg.held_out_fraction, task_rng(seed, "held-out", script.name))
     return ScriptPool(script, tuple(chosen), main, held)
 

@@ -13,7 +13,7 @@ Task sizes are heavy-tailed (Pareto images per class), classes mildly imbalanced
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from t2v_ray.data.builders.common import BuildSummary, finish_build
 from t2v_ray.data.builders.fonts import DEFAULT_FONT_DIRS, discover_fonts
@@ -131,4 +131,5 @@ def build_glyphs(
         skipped.extend(problems)
         writer.add_task(spec_fields, rows)
     writer.specs.sort(key=lambda s: order.index(s.task_id))
-    return finish_build(writer, "glyphs", started, skipped, validate=validate, contact_sheet=contact_sheet)
+    params = {"builder": "glyphs", "seed": seed, **asdict(cfg)}
+    return finish_build(writer, "glyphs", started, skipped, validate, contact_sheet, config=params)
