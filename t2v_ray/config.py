@@ -121,6 +121,19 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     return cls(**kwargs)
 
 
+def _expand_env(node: Any) -> Any:
+    """Expand ``$VAR``/``${VAR}`` in string values (cluster configs read e.g. ``${T2V_STORAGE_URI}``)."""
+    import os
+
+    if isinstance(node, str):
+        return os.path.expandvars(node)
+    if isinstance(node, dict):
+        return {k: _expand_env(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v) for v in node]
+    return node
+
+
 def _parse_scalar(text: str) -> Any:
     return yaml.safe_load(text) if text.strip() else ""
 
@@ -158,8 +171,8 @@ def load_config(
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-        merge(data, loaded)
-    merge(data, apply_overrides({}, overrides))
+        merge(data, _expand_env(loaded))
+    merge(data, _expand_env(apply_overrides({}, overrides)))
     return from_dict(cls, data)
 
 

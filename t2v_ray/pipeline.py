@@ -1,0 +1,204 @@
+"""The whole method as one resumable job: library → experts → embeddings → grid → selection (Table 1).
+
+Every stage caches on content hashes and skips finished work, so re-running a config only computes what
+changed. The same code runs on a laptop (local Ray, ``./t2v-data``, MLflow on sqlite) and on a cluster
+(``ray job submit … -- python jobs/pipeline.py --config …`` with ``s3://`` storage and an MLflow server).
+
+Storage layout under ``storage`` (a folder or an ``s3://`` prefix):
+    library/                 the task library (built here unless ``library.uri`` points to one)
+    results/embeddings.parquet, results/embed_config.yaml
+    results/experts/…, results/experts.parquet
+    results/features/…, results/grid.parquet
+    results/select/<protocol>/table1.md|csv, fig*.png
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from t2v_ray.dist.embed import EmbedJobConfig
+from t2v_ray.dist.experts import ExpertsConfig
+from t2v_ray.dist.grid import GridConfig, TrackingSettings
+
+
+@dataclass(frozen=True)
+class LibrarySettings:
+    """Where the task library comes from.
+
+    Attributes:
+        source: ``glyphs`` or ``fashion-mnist`` (built offline into ``<storage>/library``) or ``uri``.
+        preset: builder preset (glyphs: ``small`` or ``default``).
+        uri: an existing library (``source: uri``), e.g. one imported with ``t2v library import-folder``.
+        seed: builder seed.
+    """
+
+    source: str = "glyphs"
+    preset: str = "small"
+    uri: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One experiment. Sections mirror the stage commands (``t2v embed``, ``t2v experts train``, ...).
+
+    Attributes:
+        storage: root folder or ``s3://`` prefix for the library and all results.
+        tracking_uri: MLflow URI for every stage (None: ``MLFLOW_TRACKING_URI`` or ``<storage>/mlflow.db``).
+        library: the task library.
+        n_experts: when ``experts.tasks`` is empty, train experts on this many taxonomy tasks (largest first).
+        experts: expert training (probe architecture, recipe).
+        embed: the embedding job (probe, estimator, actors). ``library``/``out`` are filled in.
+        grid: the expert × task classifier grid.
+        protocols: selection protocols to evaluate (``taxonomy``, ``mixed``).
+        n_boot: bootstrap resamples for the Table 1 intervals.
+        stages: which stages to run, in order.
+    """
+
+    storage: str = "t2v-data"
+    tracking_uri: str | None = None
+    library: LibrarySettings = field(default_factory=LibrarySettings)
+    n_experts: int = 4
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    embed: EmbedJobConfig = field(default_factory=EmbedJobConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    protocols: tuple[str, ...] = ("taxonomy", "mixed")
+    n_boot: int = 1000
+    stages: tuple[str, ...] = ("library", "experts", "embed", "grid", "select")
+
+
+STAGES = ("library", "experts", "embed", "grid", "select")
+
+
+def _join(root: str, *parts: str) -> str:
+    from t2v_ray.data.storage import join
+
+    return join(root, *parts)
+
+
+def _tracking(cfg: PipelineConfig) -> str:
+    import os
+
+    from t2v_ray.data.storage import is_local
+
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if is_local(cfg.storage):
+        from t2v_ray.track import default_tracking_uri
+
+        return default_tracking_uri(cfg.storage.removeprefix("file://"))
+    raise ValueError("storage is remote: set tracking_uri (or MLFLOW_TRACKING_URI) to your MLflow server")
+
+
+def library_uri(cfg: PipelineConfig) -> str:
+    if cfg.library.source == "uri":
+        if not cfg.library.uri:
+            raise ValueError("library.source is 'uri' but library.uri is empty")
+        return cfg.library.uri
+    return _join(cfg.storage, "library")
+
+
+def results_uri(cfg: PipelineConfig) -> str:
+    return _join(cfg.storage, "results")
+
+
+def build_library(cfg: PipelineConfig, log: Callable[[str], None]) -> str:
+    """Build (or re-validate; identical content is a no-op) the offline library."""
+    uri = library_uri(cfg)
+    if cfg.library.source == "glyphs":
+        from t2v_ray.data.builders.glyphs import build_glyphs
+
+        summary = build_glyphs(uri, preset=cfg.library.preset, seed=cfg.library.seed)
+    elif cfg.library.source == "fashion-mnist":
+        from t2v_ray.data.builders.fashion_mnist import build_fashion_mnist
+
+        summary = build_fashion_mnist(uri, seed=cfg.library.seed)
+    else:
+        return uri
+    log(f"library: {summary}")
+    return uri
+
+
+def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:
+    """``experts.tasks`` if given, else the ``n_experts`` largest taxonomy tasks (ties by id)."""
+    if cfg.experts.tasks or cfg.experts.groups:
+        return cfg.experts.tasks
+    from t2v_ray.data.library import TaskLibrary
+
+    tasks = [t for t in TaskLibrary.open(lib_uri).tasks if t.kind == "taxonomy"]
+    tasks.sort(key=lambda t: (-t.n_train, t.task_id))
+    return tuple(t.task_id for t in tasks[: cfg.n_experts])
+
+
+def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the configured stages; returns {stage: seconds} plus the Table 1 of each protocol."""
+    unknown = set(cfg.stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
+    lib, res, tracking = library_uri(cfg), results_uri(cfg), _tracking(cfg)
+    track = TrackingSettings(uri=tracking, enabled=cfg.grid.tracking.enabled)
+    out: dict = {"seconds": {}, "tables": {}, "files": {}}
+
+    def stage(name: str, fn: Callable[[], object]) -> None:
+        if name not in cfg.stages:
+            return
+        log(f"\n=== {name} ===")
+        t0 = time.perf_counter()
+        fn()
+        out["seconds"][name] = time.perf_counter() - t0
+        log(f"=== {name} done in {out['seconds'][name]:.1f}s ===")
+
+    stage("library", lambda: build_library(cfg, log))
+
+    def experts() -> None:
+        from t2v_ray.dist.experts import train_experts
+
+        ecfg = replace(cfg.experts, tasks=pick_expert_tasks(cfg, lib), tracking=track)
+        _, failed = train_experts(ecfg, lib, res)
+        for eid, msg in failed:
+            log(f"expert {eid} failed: {msg}")
+
+    stage("experts", experts)
+
+    def embed() -> None:
+        from t2v_ray.dist.embed import run_embed
+
+        mlflow = (
+            replace(cfg.embed.mlflow, tracking_uri=tracking)
+            if cfg.embed.mlflow.tracking_uri is None
+            else cfg.embed.mlflow
+        )
+        summary = run_embed(replace(cfg.embed, library=lib, out=res, mlflow=mlflow))
+        log(f"embed: {summary.n_ok if hasattr(summary, 'n_ok') else summary}")
+
+    stage("embed", embed)
+
+    def grid() -> None:
+        from t2v_ray.dist.grid import run_grid
+
+        run_grid(replace(cfg.grid, tracking=track), lib, res, res)
+
+    stage("grid", grid)
+
+    def select() -> None:
+        from t2v_ray.report.stage import SelectConfig, run_select
+
+        for protocol in cfg.protocols:
+            scfg = SelectConfig(
+                results=res,
+                library=lib,
+                protocol=protocol,
+                n_boot=cfg.n_boot,
+                tracking_uri=tracking,
+                probe=cfg.embed.probe,
+            )
+            table, _, written = run_select(scfg)
+            out["tables"][protocol] = table
+            out["files"][protocol] = written
+
+    stage("select", select)
+    return out
