@@ -112,3 +112,12 @@ def test_jobs_configs_use_the_storage_prefix(names):
             if uri.startswith(bucket_start):
                 _bucket, _, key = uri.removeprefix("s3://").partition("/")
                 assert key.startswith(names["storage_prefix"]), f"{path.name}: {uri}"
+
+
+def test_env_vars_in_jobs_configs_are_set_on_cluster_nodes(names):
+    """Configs like ``storage: ${T2V_STORAGE_URI}paper`` only work if every node exports that variable."""
+    provided = set(names["env"]) | {"AWS_DEFAULT_REGION"}
+    assert names["storage_uri_pattern"].endswith("/"), "configs append a sub-path directly"
+    for path in sorted((REPO / "jobs" / "configs").glob("*.yaml")):
+        for var in re.findall(r"\$\{?(T2V_[A-Z0-9_]+|MLFLOW_[A-Z0-9_]+)", path.read_text()):
+            assert var in provided, f"{path.name} uses ${var}, which cluster nodes do not set"
