@@ -1,0 +1,148 @@
+"""Fast checks of the embedding stage's pieces that need no Ray: result store, cache key, config, retries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t2v_ray.config import ConfigError
+from t2v_ray.dist.embed import select_tasks
+from t2v_ray.dist.embed_cli import flag_overrides, load_embed_config
+from t2v_ray.dist.embed_worker import _describe_error
+from t2v_ray.dist.ray_utils import TransientIOError, retry_io
+from t2v_ray.dist.results import EMBEDDING_SCHEMA, ResultStore, is_cached, latest_per_key, rows_to_table
+
+
+def _row(task_id: str, status: str = "ok", **kw) -> dict:
+    base = {"task_id": task_id, "status": status, "probe_hash": "p", "config_hash": "c", "data_hash": "d"}
+    return {**base, "embedding": np.arange(3, dtype=np.float32), **kw}
+
+
+def test_store_flushes_parts_by_row_count_and_merges_newest_per_key(tmp_path: Path):
+    store = ResultStore(str(tmp_path), flush_rows=2, flush_seconds=1e9)
+    assert store.add(_row("a")) is False  # buffered
+    assert store.add(_row("b")) is True  # second row fills the buffer -> one part file
+    store.add(_row("a", status="error", error="boom"))
+    store.flush()
+    assert len(store.part_names()) == 2
+    rows = ResultStore(str(tmp_path)).read_rows()
+    assert rows[("a",)]["status"] == "error" and rows[("b",)]["status"] == "ok"
+    assert rows[("b",)]["embedding"] == [0.0, 1.0, 2.0]
+
+
+def test_compact_writes_main_file_removes_parts_and_keeps_rows(tmp_path: Path):
+    store = ResultStore(str(tmp_path), flush_rows=1)
+    for t in "abc":
+        store.add(_row(t))
+    table = store.compact()
+    assert store.part_names() == []
+    assert (tmp_path / "embeddings.parquet").is_file()
+    assert sorted(table.column("task_id").to_pylist()) == ["a", "b", "c"]
+    # A later part overrides the compacted row with the same key.
+    store.add(_row("b", status="error", error="x"))
+    assert ResultStore(str(tmp_path)).read_rows()[("b",)]["status"] == "error"
+
+
+def test_store_ignores_temporary_files_left_by_an_interrupted_write(tmp_path: Path):
+    store = ResultStore(str(tmp_path), flush_rows=1)
+    store.add(_row("a"))
+    # What a crash inside write_bytes_atomic leaves behind: a hidden, half-written temporary sibling.
+    (Path(store.parts_uri) / ".part-9.parquet.tmp-123-abcd").write_bytes(b"PAR1 torn")
+    assert list(ResultStore(str(tmp_path)).read_rows()) == [("a",)]
+
+
+def test_latest_per_key_keeps_last_occurrence():
+    t1 = rows_to_table([_row("a", norm=1.0), _row("b", norm=2.0)], EMBEDDING_SCHEMA)
+    t2 = rows_to_table([_row("a", norm=3.0)], EMBEDDING_SCHEMA)
+    merged = latest_per_key([t1, t2], ["task_id"]).to_pylist()
+    assert {r["task_id"]: r["norm"] for r in merged} == {"a": 3.0, "b": 2.0}
+
+
+def test_cache_hit_needs_ok_status_and_all_three_hashes():
+    key = {"probe_hash": "p", "config_hash": "c", "data_hash": "d"}
+    assert is_cached(_row("a"), key)
+    assert not is_cached(_row("a", status="error"), key)
+    assert not is_cached(None, key)
+    for k in key:
+        assert not is_cached(_row("a"), {**key, k: "other"})
+
+
+def test_select_tasks_globs_in_library_order():
+    ids = ["scripts/latin", "scripts/greek", "fonts/serif", "fonts/sans"]
+    assert select_tasks(ids, "") == ids
+    assert select_tasks(ids, "fonts/*, scripts/greek") == ["scripts/greek", "fonts/serif", "fonts/sans"]
+    assert select_tasks(ids, "nothing*") == []
+
+
+def test_flags_and_overrides_resolve_into_the_typed_config(tmp_path: Path):
+    cfg_file = tmp_path / "embed.yaml"
+    cfg_file.write_text("probe: resnet18\nactors: 3\nembed:\n  max_samples: 500\n")
+    flags = {
+        "library": "s3://b/lib",
+        "out": "/tmp/o",
+        "tasks": "*",
+        "weights": "none",
+        "method": "variational",
+    }
+    cfg = load_embed_config(cfg_file, flag_overrides(flags) + ["embed.head.epochs=1", "actors=4"])
+    assert (cfg.library, cfg.tasks, cfg.weights, cfg.probe, cfg.actors) == (
+        "s3://b/lib",
+        "*",
+        None,
+        "resnet18",
+        4,
+    )
+    assert (cfg.embed.method, cfg.embed.max_samples, cfg.embed.head.epochs) == ("variational", 500, 1)
+    with pytest.raises(ConfigError):
+        load_embed_config(None, ["embed.no_such_key=1"])
+
+
+def test_retry_io_retries_transient_errors_only():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("AWS Error NETWORK_CONNECTION")
+        return "data"
+
+    assert retry_io(flaky, "reading x", attempts=3, backoff_seconds=0) == "data"
+    assert len(calls) == 3
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("no such shard")
+
+    calls.clear()
+    with pytest.raises(FileNotFoundError):
+        retry_io(missing, "reading x", attempts=3, backoff_seconds=0)
+    assert len(calls) == 1  # deterministic: not retried
+
+    with pytest.raises(TransientIOError, match="reading x: storage error after 2 attempts"):
+        retry_io(
+            lambda: (_ for _ in ()).throw(OSError("timeout")), "reading x", attempts=2, backoff_seconds=0
+        )
+
+
+def test_error_messages_name_the_task_once():
+    from t2v_ray.data.library import TaskDataError
+
+    err = TaskDataError("t1", "label 9 out of range 0..2", shard="shards/t1-000.parquet", row=4)
+    assert _describe_error("t1", err) == str(err)  # already names task, shard and row
+    assert _describe_error("t1", ValueError("the task has a single class (0)")).startswith(
+        "task 't1': the task"
+    )
+    assert _describe_error("t1", RuntimeError("CUDA OOM")) == "task 't1': RuntimeError: CUDA OOM"
+
+
+def test_cli_module_imports_no_heavy_libraries():
+    code = (
+        "import sys, t2v_ray.dist.embed_cli; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
