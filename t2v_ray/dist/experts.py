@@ -338,7 +338,12 @@ def _log_expert(tracker: Any, parent_run_id: str | None, record: ExpertRecord, s
                 "source_tasks": ",".join(record.source_tasks),
                 "config": record.config,
             },
-            metrics={k: v for k, v in record.metrics.items() if isinstance(v, float) and math.isfinite(v)},
+            # A value that also has a curve is logged once, as the curve (its last step is the final value).
+            metrics={
+                k: v
+                for k, v in record.metrics.items()
+                if isinstance(v, float) and math.isfinite(v) and not record.curves.get(k)
+            },
             tags=run_tags(
                 "experts",
                 expert_id=record.expert_id,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ from t2v_ray.config import to_dict
 from t2v_ray.data import storage
 from t2v_ray.dist.features import FeatureSettings
 from t2v_ray.train.classifier import ClassifierConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = "t2v-data"
 GRID_FILE = "grid.parquet"
@@ -189,10 +192,15 @@ def run_trials(
     if restore is not None:
         # Finished trials stay finished; unfinished and errored ones start again (the pair records make a
         # restarted pair that had already finished return at once).
-        tuner = tune.Tuner.restore(
-            restore, wrapped, resume_errored=False, restart_errored=True, storage_filesystem=fs
-        )
-        return tuner.fit()
+        try:
+            tuner = tune.Tuner.restore(
+                restore, wrapped, resume_errored=False, restart_errored=True, storage_filesystem=fs
+            )
+        except Exception as err:  # unreadable state: the records still say what is done, start afresh
+            log.warning("cannot restore Tune experiment %s (%s); starting a fresh one", restore, err)
+        else:
+            log.info("restoring Tune experiment %s", restore)
+            return tuner.fit()
     tuner = tune.Tuner(
         wrapped,
         param_space={"item": tune.grid_search(list(items))},
@@ -280,6 +288,11 @@ class GridContext:
     parent_run_id: str | None
     env: dict
 
+    @property
+    def grid_key(self) -> str:
+        """Identifies this grid (library, experts, out) in MLflow tags: reruns into another ``out`` are distinct."""
+        return state_key(self.library_uri, self.experts_uri, self.out_uri)
+
 
 _PROCESS_CACHE: dict[str, Any] = {}
 
@@ -365,7 +378,7 @@ def _log_pair(ctx: GridContext, row: dict) -> str | None:
     if tracker is None or not tracker.enabled or ctx.parent_run_id is None:
         return None
     ids = {"expert_id": row["expert_id"], "task_id": row["task_id"]}
-    tags = run_tags("grid", **ids, config_hash=row["config_hash"], status=row["status"])
+    tags = run_tags("grid", **ids, grid=ctx.grid_key, config_hash=row["config_hash"], status=row["status"])
     name = run_name("grid", **ids)
     params = {**ids, "classifier": to_dict(ctx.cfg.classifier)}
     if row["status"] != STATUS_OK:
