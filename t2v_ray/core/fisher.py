@@ -412,10 +412,14 @@ def variational_fisher(
     try:
         for _ in range(epochs):
             for x, y in batches:
+                if labels == "model":
+                    # y ~ p_ŵ(y|x) from the *unperturbed* network: sampling from the perturbed one would make
+                    # E_y[∇ log p(y)] = 0 and leave Λ at the prior.
+                    with torch.no_grad():
+                        clean = head(features(x)).softmax(-1)
+                    y = torch.multinomial(clean, 1, generator=generator).squeeze(1)
                 with _perturb(modules, log_prec, generator):
                     logits = head(features(x))
-                if labels == "model":
-                    y = torch.multinomial(logits.detach().softmax(-1), 1, generator=generator).squeeze(1)
                 ce = F.cross_entropy(logits, y)
                 loss = ce + scale * _kl_terms(weights, log_prec, log_prior, filter_map)
                 opt.zero_grad(set_to_none=True)
