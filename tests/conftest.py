@@ -6,6 +6,7 @@ tests that need a clean S3 namespace ask ``s3_server.make_bucket()`` for a fresh
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ def s3_server() -> Iterator[S3Server]:
     """Start moto's ThreadedMotoServer on a random free port with the AWS env pointed at it."""
     from moto.server import ThreadedMotoServer
 
+    # werkzeug logs every request at INFO: thousands of lines per library build drown real test output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # Port 0 lets the OS pick a free port atomically; get_host_and_port reads back the real one.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
