@@ -64,7 +64,7 @@ def _report(summary, strict: bool = False) -> None:
     if summary.skipped:
         console.print(f"[yellow]{len(summary.skipped)} input(s) skipped:[/yellow]")
         for line in summary.skipped[:20]:
-            console.print(f"  {line}", markup=False, highlight=False)
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
         if len(summary.skipped) > 20:
             console.print(f"  ... and {len(summary.skipped) - 20} more")
     report = summary.validation

@@ -23,7 +23,9 @@ def decode_image(data: bytes, image_id: str | None = None) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()  # decode now, so truncation surfaces here and not inside a transform
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:  # its message only repeats the BytesIO repr
+        raise ImageDecodeError(f"unrecognised image format{where}; first bytes {bytes(data[:8])!r}") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"cannot decode image{where}: {e}; first bytes {bytes(data[:8])!r}") from e
     return img
 
