@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from t2v_ray.config import to_dict
@@ -242,7 +243,7 @@ GRID_SCHEMA_FIELDS = [
     ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
     ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
     ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
-    ("head_seconds", "float64"), ("features_uri", "string"), ("expert_hash", "string"), ("task_hash", "string"),
+    ("head_seconds", "float64"), ("score_seconds", "float64"), ("features_uri", "string"), ("expert_hash", "string"), ("task_hash", "string"),
     ("config_hash", "string"), ("mlflow_run_id", "string"), ("attempt", "string"), ("finished_at", "string"),
 ]  # fmt: skip
 
@@ -332,7 +333,9 @@ def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
         "head_seconds": clf.seconds, "features_uri": furi, "expert_hash": record.state_hash,
         "task_hash": spec.content_hash, "is_source": task_id in record.source_tasks,
     }  # fmt: skip
-    return {**row, **(transfer_scores(pf.train) if ctx.cfg.transfer else {})}
+    t0 = time.perf_counter()
+    scores = transfer_scores(pf.train) if ctx.cfg.transfer else {}
+    return {**row, **scores, "score_seconds": time.perf_counter() - t0}
 
 
 def run_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
@@ -360,7 +363,7 @@ def run_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     row.update(
         seconds=time.perf_counter() - start,
         attempt=uuid.uuid4().hex,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
     row["mlflow_run_id"] = _log_pair(ctx, row)
     write_pair(ctx.out_uri, row)
