@@ -43,15 +43,19 @@ def demo(
 ) -> None:
     """Run the whole method on the embedded default (local Ray, ./t2v-data, MLflow on sqlite) and print Table 1."""
     import os
+    import sys
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # The demo always starts its own local Ray; Ray 2.60's token auth only matters on shared clusters.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from rich.console import Console
 
     from t2v_ray.config import load_config
     from t2v_ray.pipeline import PipelineConfig, run_pipeline
 
-    console = Console()
+    # Table 1 needs ~110 columns; rich would wrap it into an unreadable tower in a narrow pipe/CI log.
+    console = Console(width=None if sys.stdout.isatty() else 130)
     base = config or Path(__file__).resolve().parent / "configs" / "demo.yaml"
     ovr = [f"storage={storage}", f"library.preset={preset}", f"n_experts={experts}", *(overrides or [])]
     cfg = load_config(PipelineConfig, base, ovr)
@@ -60,38 +64,16 @@ def demo(
 
 
 def _print_result(console, cfg, result: dict) -> None:
-    from rich.table import Table
 
     from t2v_ray.pipeline import _tracking
 
     for protocol, table in result["tables"].items():
-        t = Table(
-            title=f"Table 1 — model selection, {protocol} protocol (relative error increase over optimal)"
-        )
-        cols = [
-            c
-            for c in (
-                "selector",
-                "mean_error",
-                "rel_increase",
-                "rel_increase_lo",
-                "rel_increase_hi",
-                "regret",
-                "top3",
-            )
-            if c in table.columns
-        ]
-        for c in cols:
-            t.add_column(c)
-        for _, row in table.iterrows():
-            t.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
-        console.print(t)
+        console.print(render_table1(table, protocol))
         files = result["files"].get(protocol, {})
         if files:
+            folder = str(next(iter(files.values()))).rsplit("/", 1)[0]
             console.print(
-                f"[bold]{protocol}[/]: report files: "
-                + ", ".join(sorted(str(v) for v in files.values())[:3])
-                + " …"
+                f"[bold]{protocol}[/]: Table 1 (md/csv), picks and plots (fig1-fig3 PNG) in {folder}/"
             )
     secs = result["seconds"]
     console.print(
@@ -100,3 +82,41 @@ def _print_result(console, cfg, result: dict) -> None:
         + f" (total {sum(secs.values()):.0f}s)"
     )
     console.print(f"Browse everything in MLflow:  mlflow ui --backend-store-uri {_tracking(cfg)}")
+
+
+def render_table1(table, protocol: str):
+    """Table 1 as the paper prints it: mean error of the optimal expert, relative increase for the rest."""
+    import math
+
+    from rich.table import Table
+
+    t = Table(title=f"Table 1 — expert selection, {protocol} protocol")
+    for col, just in [
+        ("selector", "left"),
+        ("mean error", "right"),
+        ("vs optimal [95% CI]", "right"),
+        ("regret (pp)", "right"),
+        ("top-3", "right"),
+        ("Kendall τ", "right"),
+    ]:
+        t.add_column(col, justify=just, no_wrap=True)
+
+    def pct(v: float) -> str:
+        return f"{100 * v:+.1f}%"
+
+    for _, r in table.iterrows():
+        rel = (
+            "–"
+            if r["selector"] == "Optimal"
+            else f"{pct(r['rel_increase'])} [{pct(r['rel_increase_lo'])}, {pct(r['rel_increase_hi'])}]"
+        )
+        tau = r.get("kendall_tau", float("nan"))
+        t.add_row(
+            str(r["selector"]),
+            f"{100 * r['mean_error']:.1f}%",
+            rel,
+            f"{100 * r['regret']:.1f}",
+            f"{100 * r['top3']:.0f}%",
+            "–" if tau is None or (isinstance(tau, float) and math.isnan(tau)) else f"{tau:+.2f}",
+        )
+    return t

@@ -119,7 +119,9 @@ def build_library(cfg: PipelineConfig, log: Callable[[str], None]) -> str:
         summary = build_fashion_mnist(uri, seed=cfg.library.seed)
     else:
         return uri
-    log(f"library: {summary}")
+    log(summary.table())
+    if summary.validation is not None and summary.validation.issues:
+        log(summary.validation.table())
     return uri
 
 
@@ -158,9 +160,12 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
         from t2v_ray.dist.experts import train_experts
 
         ecfg = replace(cfg.experts, tasks=pick_expert_tasks(cfg, lib), tracking=track)
-        _, failed = train_experts(ecfg, lib, res)
+        from t2v_ray.dist.experts_cli import print_index
+
+        index, failed = train_experts(ecfg, lib, res)
+        print_index(index, f"experts ({res})")
         for eid, msg in failed:
-            log(f"expert {eid} failed: {msg}")
+            log(f"[red]expert {eid} failed:[/] {msg}")
 
     stage("experts", experts)
 
@@ -172,15 +177,20 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
             if cfg.embed.mlflow.tracking_uri is None
             else cfg.embed.mlflow
         )
+        from t2v_ray.dist.embed_cli import render_summary
+
         summary = run_embed(replace(cfg.embed, library=lib, out=res, mlflow=mlflow))
-        log(f"embed: {summary.n_ok if hasattr(summary, 'n_ok') else summary}")
+        log(render_summary(summary))
 
     stage("embed", embed)
 
     def grid() -> None:
         from t2v_ray.dist.grid import run_grid
+        from t2v_ray.dist.grid_cli import print_summary, summarize
 
-        run_grid(replace(cfg.grid, tracking=track), lib, res, res)
+        t0 = time.perf_counter()
+        table = run_grid(replace(cfg.grid, tracking=track), lib, res, res)
+        print_summary(summarize(table, time.perf_counter() - t0), res)
 
     stage("grid", grid)
 
