@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from t2v_ray.data import storage
 from t2v_ray.data.schema import (
+    BUILD_STATE,
     KINDS,
     REQUIRED_SHARD_COLUMNS,
     SHARD_SCHEMA,
@@ -177,9 +178,39 @@ class LibraryWriter:
         self.prune = prune
         self.specs: list[TaskSpec] = []
         self.stats = WriteStats()
+        self._old_recipes = self._load_recipes()
+        self._recipes: dict[str, dict] = {}
+
+    def _load_recipes(self) -> dict[str, dict]:
+        target = storage.join(self.uri, BUILD_STATE)
+        try:
+            return json.loads(storage.read_bytes(target)) if storage.exists(target) else {}
+        except (OSError, ValueError):  # a damaged cache only costs a re-render
+            return {}
+
+    def reuse(self, task_id: str, recipe: str) -> TaskSpec | None:
+        """Keep a task from the previous build without producing its rows again.
+
+        ``recipe`` is the builder's hash of everything the task's rows derive from (plan, seed, input files,
+        library versions). When the previous build recorded the same recipe for ``task_id`` and all its shards
+        still exist, that spec is kept and returned; otherwise None, and the caller produces the rows.
+        """
+        entry = self._old_recipes.get(task_id)
+        if not entry or entry.get("recipe") != recipe:
+            return None
+        spec = TaskSpec.from_row(entry["spec"])
+        if not all(storage.exists(storage.join(self.uri, rel)) for rel in spec.shards):
+            return None
+        self.specs.append(spec)
+        self._recipes[task_id] = entry
+        self.stats.shards_reused += len(spec.shards)
+        return spec
 
     def add_task(
-        self, spec_fields: Mapping[str, Any], rows: pa.Table | Iterable[Mapping[str, Any]]
+        self,
+        spec_fields: Mapping[str, Any],
+        rows: pa.Table | Iterable[Mapping[str, Any]],
+        recipe: str | None = None,
     ) -> TaskSpec:
         """Write one task's shards (unless identical ones exist) and remember its spec.
 
@@ -187,6 +218,7 @@ class LibraryWriter:
             spec_fields: ``task_id``, ``dataset``, ``kind``, ``taxonomy``, ``classes`` (the rest is computed).
             rows: a table or dicts with ``split``, ``label``, ``image`` (PNG/JPEG bytes), ``image_id`` and an
                 optional ``attributes`` mapping.
+            recipe: optional hash of the rows' inputs, recorded so a later build can :meth:`reuse` the task.
 
         Returns:
             The completed :class:`TaskSpec` (counts, shard paths, content hash).
@@ -214,6 +246,8 @@ class LibraryWriter:
             storage.write_parquet_atomic(piece, target)
             self.stats.shards_written += 1
         self.specs.append(spec)
+        if recipe is not None:
+            self._recipes[spec.task_id] = {"recipe": recipe, "spec": spec.to_row()}
         return spec
 
     def finish(self) -> list[TaskSpec]:
@@ -229,6 +263,9 @@ class LibraryWriter:
         if old is None or not old.equals(table):
             storage.write_parquet_atomic(table, target)
             self.stats.tasks_file_written = True
+        if self._recipes:  # written after tasks.parquet: it is only a cache of what that file says
+            state = json.dumps(self._recipes, sort_keys=True, indent=1).encode()
+            storage.write_bytes_if_changed(storage.join(self.uri, BUILD_STATE), state)
         if self.prune:
             self._prune()
         return list(self.specs)

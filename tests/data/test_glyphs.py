@@ -63,15 +63,36 @@ def test_task_sizes_are_heavy_tailed_and_splits_stratified(small_glyph_library):
         )  # stratified: every class has its share of test images
 
 
-def test_rebuild_same_seed_is_a_no_op(small_glyph_library, tmp_path):
+def _mtimes(root) -> dict[str, int]:
+    return {rel: os.stat(root / rel).st_mtime_ns for rel, _ in storage.list_files(str(root))}
+
+
+def test_rebuild_same_seed_is_a_no_op(small_glyph_library, tmp_path, monkeypatch):
+    import t2v_ray.data.builders.glyphs as glyphs
+
     copy = tmp_path / "lib"
     shutil.copytree(small_glyph_library, copy)  # copy2 keeps mtimes
-    before = {rel: os.stat(copy / rel).st_mtime_ns for rel, _ in storage.list_files(str(copy))}
-    summary = build_glyphs(str(copy), small=True, seed=0, processes=1, contact_sheet=False)
+    before = _mtimes(copy)
+
+    # With build_state.json in place nothing is even rendered: the recipes match.
+    def no_render(plan):
+        raise AssertionError(f"rendered {plan.task_id} again")
+
+    with monkeypatch.context() as m:
+        m.setattr(glyphs, "render_task", no_render)
+        summary = build_glyphs(str(copy), small=True, seed=0, processes=1, contact_sheet=False)
     assert summary.stats.shards_written == 0 and not summary.stats.tasks_file_written
     assert summary.stats.shards_reused == sum(len(t.shards) for t in summary.tasks)
-    after = {rel: os.stat(copy / rel).st_mtime_ns for rel, _ in storage.list_files(str(copy))}
-    assert after == before
+    assert _mtimes(copy) == before
+
+    # Without it every task is rendered again, and the content hashes still find every shard in place.
+    os.remove(copy / "build_state.json")
+    summary = build_glyphs(str(copy), small=True, seed=0, processes=1, contact_sheet=False)
+    assert summary.stats.shards_written == 0 and not summary.stats.tasks_file_written
+    after = _mtimes(copy)
+    assert after.pop("build_state.json") and after == {
+        k: v for k, v in before.items() if k != "build_state.json"
+    }
 
 
 def test_other_seed_gives_other_content(small_glyph_library, tmp_path):

@@ -12,8 +12,11 @@ Task sizes are heavy-tailed (Pareto images per class), classes mildly imbalanced
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 
 from t2v_ray.data.builders.common import BuildSummary, finish_build
 from t2v_ray.data.builders.fonts import DEFAULT_FONT_DIRS, discover_fonts
@@ -65,6 +68,36 @@ PRESETS: dict[str, GlyphConfig] = {
         attributes=("bold", "italic"),
     ),
 }
+
+
+@lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """Rendering code and Pillow/FreeType versions: a change in any of them changes every image."""
+    import hashlib
+
+    import PIL
+    from PIL import ImageFont
+
+    from t2v_ray.data import images
+    from t2v_ray.data.builders import common, glyph_render
+
+    h = hashlib.sha256(f"{PIL.__version__}|{ImageFont.core.freetype2_version}".encode())
+    for module in (glyph_render, common, images):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def plan_recipe(plan: TaskPlan) -> str:
+    """Hash of everything a task's pixels derive from: the plan (seed included), the font files (size, mtime)
+    and :func:`_code_fingerprint`. Equal recipes let a rebuild skip rendering."""
+    import hashlib
+
+    h = hashlib.sha256(repr(plan).encode())
+    h.update(_code_fingerprint().encode())
+    for path in sorted({src.path for per_class in plan.sources for src in per_class}):
+        st = os.stat(path)
+        h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 def _run_plans(plans: list[TaskPlan], processes: int, progress: bool):
@@ -124,12 +157,14 @@ def build_glyphs(
         )
     plans, skipped = plan_tasks(fonts, cfg, seed)
     order = [p.task_id for p in plans]
-    # Big tasks first keeps both processes busy until the end; results are put back in plan order below.
-    by_size = sorted(plans, key=lambda p: -sum(p.counts))
     writer = LibraryWriter(out_uri, shard_bytes=shard_bytes)
-    for spec_fields, rows, problems in _run_plans(by_size, processes, progress):
+    recipes = {p.task_id: plan_recipe(p) for p in plans}
+    todo = [p for p in plans if writer.reuse(p.task_id, recipes[p.task_id]) is None]
+    # Big tasks first keeps both processes busy until the end; results are put back in plan order below.
+    todo.sort(key=lambda p: -sum(p.counts))
+    for spec_fields, rows, problems in _run_plans(todo, processes, progress):
         skipped.extend(problems)
-        writer.add_task(spec_fields, rows)
+        writer.add_task(spec_fields, rows, recipe=recipes[spec_fields["task_id"]])
     writer.specs.sort(key=lambda s: order.index(s.task_id))
     params = {"builder": "glyphs", "seed": seed, **asdict(cfg)}
     return finish_build(writer, "glyphs", started, skipped, validate, contact_sheet, config=params)
