@@ -131,6 +131,7 @@ class EmbedSummary:
     skipped: int = 0
     wall_seconds: float = 0.0
     startup_seconds: float = 0.0
+    loop_seconds: float = 0.0
     task_seconds: list[float] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     actor_restarts: int = 0
@@ -148,15 +149,15 @@ class EmbedSummary:
 
     @property
     def tasks_per_minute(self) -> float:
-        """Computed tasks per minute of wall time after the first actor was ready."""
-        busy = self.wall_seconds - self.startup_seconds
-        return 60.0 * self.computed / busy if busy > 0 and self.computed else 0.0
+        """Computed tasks per minute of the dispatch loop (from the first task sent to the last result)."""
+        return 60.0 * self.computed / self.loop_seconds if self.loop_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("out", "total", "ok", "error", "skipped", "wall_seconds", "startup_seconds", "actor_restarts")
+        keys = ("out", "total", "ok", "error", "skipped", "wall_seconds", "startup_seconds", "loop_seconds")
         d = {k: getattr(self, k) for k in keys}
         d.update(
             computed=self.computed,
+            actor_restarts=self.actor_restarts,
             mean_task_seconds=self.mean_task_seconds,
             tasks_per_minute=self.tasks_per_minute,
             probe_hash=self.probe_hash,
@@ -227,23 +228,25 @@ class _Driver:
 
     # ------------------------------------------------------------------------------------ lifecycle
     def execute(self, selected: list[str], existing: dict, callback) -> EmbedSummary:
-        pool = None
         if all(self._data_unchanged(existing.get(t), t) for t in selected):
             # Probably a rerun of a finished job: hash the probe here rather than start actors for nothing.
             self._set_key(*probe_identity(self.cfg))
         todo = self._todo(selected, existing)
-        if todo:
-            pool = self._start_pool()
-            todo = self._todo(selected, existing)
-        self.summary.startup_seconds = time.perf_counter() - self.t_start
-        self.summary.total, self.summary.skipped = len(selected), len(selected) - len(todo)
-        self._write_config()
-        self.tracker = create_tracker(self.cfg.mlflow, self.cfg.library)
-        params = to_dict(self.resolved)
-        with self.tracker.parent_run(self._run_name(), params=params, tags=self._tags()) as parent_id:
+        pool = self._start_pool() if todo else None
+        self.tracker = create_tracker(self.cfg.mlflow, self.cfg.library)  # while the actors start
+        with self.tracker.parent_run(self._run_name(), tags=self._tags()) as parent_id:
             self.summary.parent_run_id = parent_id
+            if pool is not None:
+                pool.wait_ready(self.cfg.actor_start_timeout)
+                todo = self._todo(selected, existing)
+            self.summary.startup_seconds = time.perf_counter() - self.t_start
+            self.summary.total, self.summary.skipped = len(selected), len(selected) - len(todo)
+            self._write_config()
+            self.tracker.log_params_flat(parent_id, to_dict(self.resolved))
             if todo:
+                t_loop = time.perf_counter()
                 self._loop(pool, todo, callback)
+                self.summary.loop_seconds = time.perf_counter() - t_loop
             self.store.compact()
             self.summary.wall_seconds = time.perf_counter() - self.t_start
             self._finish_parent(parent_id)
@@ -264,14 +267,12 @@ class _Driver:
 
         self.started_ray = init_ray(self.cfg.address, self.cfg.local_cpus)
         self.actors = self._start_actors()
-        pool = DynamicPool(
+        return DynamicPool(
             self.actors,
             ready=lambda a: a.describe.remote(),
             submit=lambda a, tid: a.embed.remote(tid),
             on_ready=self._on_ready,
         )
-        pool.wait_ready(self.cfg.actor_start_timeout)
-        return pool
 
     def _start_actors(self) -> list[Any]:
         import ray

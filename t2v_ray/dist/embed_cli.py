@@ -70,6 +70,7 @@ def render_summary(summary: Any) -> Any:
         ("total", summary.total),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
         ("startup", f"{summary.startup_seconds:.1f} s"),
+        ("dispatch loop", f"{summary.loop_seconds:.1f} s"),
         ("per task (mean)", f"{summary.mean_task_seconds:.2f} s"),
         ("tasks / minute", f"{summary.tasks_per_minute:.1f}"),
         ("actor restarts", summary.actor_restarts),

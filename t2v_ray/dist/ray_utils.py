@@ -137,10 +137,8 @@ class DynamicPool:
 
         queue = deque(items)
         while queue or self._work:
-            while self.idle and queue:
-                slot, item = self.idle.popleft(), queue.popleft()
-                self._work[self._submit(self.actors[slot], item)] = (slot, item)
-            if queue and not self._work and not self._probes and not self.idle:
+            self._fill(queue)
+            if queue and not self._work and not self._probes:
                 raise RuntimeError(f"all {len(self.actors)} actors died; {len(queue)} items not run")
             refs = list(self._work) + list(self._probes)
             done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_seconds)
@@ -149,7 +147,15 @@ class DynamicPool:
             elif done[0] in self._probes:
                 self._settle_probe(done[0])
             else:
-                yield self._settle_work(done[0])
+                event = self._settle_work(done[0])
+                # Give the freed actor its next item before the caller spends time on this result.
+                self._fill(queue)
+                yield event
+
+    def _fill(self, queue: deque) -> None:
+        while self.idle and queue:
+            slot, item = self.idle.popleft(), queue.popleft()
+            self._work[self._submit(self.actors[slot], item)] = (slot, item)
 
     def _settle_probe(self, ref: Any) -> None:
         import ray

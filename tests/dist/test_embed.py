@@ -39,25 +39,39 @@ def s3_library(s3_server, ray_session) -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def first_run(s3_library, s3_server, tmp_path_factory):
-    """One 2-actor run of the whole S3 library with MLflow on; later tests reuse its outputs."""
+    """One 2-actor run of the whole S3 library with MLflow on, during which one actor process is SIGKILLed.
+
+    Later tests check its outputs; the kill is recorded in ``killed`` (task id and pid of the victim), and the
+    rows as they were right after the run are returned with it.
+    """
     library, ids = s3_library
     tracking = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     cfg = make_cfg(library, s3_server.uri(s3_server.make_bucket(), "runs", "first"), tracking)
-    return cfg, ids, run_embed(cfg)
+    killed: dict = {}
+
+    def kill_once(progress) -> None:
+        if killed or progress.done < 1 or not progress.in_flight:
+            return
+        # The task dispatched last cannot have finished yet: it was submitted microseconds ago.
+        task_id, pid = list(progress.in_flight.items())[-1]
+        os.kill(pid, signal.SIGKILL)
+        killed.update(task=task_id, pid=pid)
+
+    summary = run_embed(cfg, callback=kill_once)
+    # Snapshot of the rows: the rerun test below rewrites some of them.
+    return cfg, ids, summary, killed, ResultStore(cfg.out).read().to_pylist()
 
 
 def test_every_task_has_exactly_one_ok_row(first_run):
-    cfg, ids, summary = first_run
-    table = ResultStore(cfg.out).read()
-    assert sorted(table.column("task_id").to_pylist()) == sorted(ids)
-    assert set(table.column("status").to_pylist()) == {"ok"}
+    cfg, ids, summary, _, rows = first_run
+    assert sorted(r["task_id"] for r in rows) == sorted(ids)
+    assert {r["status"] for r in rows} == {"ok"}
     assert (summary.ok, summary.error, summary.skipped) == (len(ids), 0, 0)
     # Compaction folded every part file into embeddings.parquet.
     assert ResultStore(cfg.out).part_names() == []
     from t2v_ray.data.library import TaskLibrary
 
     hashes = {s.task_id: s.content_hash for s in TaskLibrary.open(cfg.library).tasks}
-    rows = table.to_pylist()
     assert {r["task_id"]: r["data_hash"] for r in rows} == hashes
     assert all(len(r["embedding"]) == r["layer_offsets"][-1] == len(r["trivial"]) for r in rows)
 
@@ -70,13 +84,13 @@ def test_embeddings_equal_single_process_task2vec(first_run, s3_library):
     from t2v_ray.probes import get_probe
     from t2v_ray.task2vec import Task2Vec
 
-    cfg, ids, _ = first_run
-    rows = rows_by_task(cfg.out)
+    cfg, ids, _, killed, snapshot = first_run
+    rows = {r["task_id"]: r for r in snapshot}
     lib = TaskLibrary.open(s3_library[0])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the actor (cpus_per_actor=1): same kernels, same reduction order
     try:
-        for tid in ids[:2]:
+        for tid in sorted({ids[0], killed["task"]}):  # incl. the task retried after the kill
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.embed.seed)
                 probe = get_probe("small_cnn", weights=None, input_size=32)
@@ -101,7 +115,7 @@ def test_embeddings_equal_single_process_task2vec(first_run, s3_library):
 def test_mlflow_parent_and_one_child_per_task(first_run, tmp_path):
     from mlflow import MlflowClient
 
-    cfg, ids, summary = first_run
+    cfg, ids, summary, _, snapshot = first_run
     client = MlflowClient(cfg.mlflow.tracking_uri)
     exp = client.get_experiment_by_name("t2v/synthetic/embed")
     parent = client.get_run(summary.parent_run_id)
@@ -112,7 +126,7 @@ def test_mlflow_parent_and_one_child_per_task(first_run, tmp_path):
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{summary.parent_run_id}'", max_results=100
     )
     assert sorted(c.data.tags["task_id"] for c in children) == sorted(ids)
-    rows = rows_by_task(cfg.out)
+    rows = {r["task_id"]: r for r in snapshot}
     child = next(c for c in children if c.data.tags["task_id"] == ids[0])
     assert child.data.metrics["norm"] == pytest.approx(rows[ids[0]]["norm"])
     assert {"head_accuracy", "seconds"} <= set(child.data.metrics)
@@ -121,7 +135,7 @@ def test_mlflow_parent_and_one_child_per_task(first_run, tmp_path):
 
 
 def test_rerun_recomputes_nothing_and_changed_config_recomputes(first_run):
-    cfg, ids, _ = first_run
+    cfg, ids, _, _, _ = first_run
     before = rows_by_task(cfg.out)
     again = run_embed(replace(cfg, mlflow=MlflowConfig(enabled=False)))
     assert (again.computed, again.skipped) == (0, len(ids))
@@ -137,26 +151,13 @@ def test_rerun_recomputes_nothing_and_changed_config_recomputes(first_run):
     assert after["task-2"] == before["task-2"]  # outside the filter: untouched
 
 
-def test_killed_actor_is_restarted_and_its_task_retried(s3_library, s3_server):
-    library, ids = s3_library
-    cfg = make_cfg(library, s3_server.uri(s3_server.make_bucket(), "runs", "kill"))
-    killed: dict[str, int] = {}
-
-    def kill_once(progress) -> None:
-        if killed or progress.done < 1 or not progress.in_flight:
-            return
-        # The task dispatched last has surely not finished yet (it was submitted microseconds ago).
-        task_id, pid = list(progress.in_flight.items())[-1]
-        os.kill(pid, signal.SIGKILL)
-        killed.update(task=task_id, pid=pid)
-
-    summary = run_embed(cfg, callback=kill_once)
+def test_killed_actor_is_restarted_and_its_task_retried(first_run):
+    _, ids, summary, killed, rows = first_run
     assert killed, "the callback never saw a task in flight"
-    rows = ResultStore(cfg.out).read().to_pylist()
-    assert sorted(r["task_id"] for r in rows) == sorted(ids)
+    assert sorted(r["task_id"] for r in rows) == sorted(ids)  # exactly one row per task, all ok
     assert {r["status"] for r in rows} == {"ok"}
     retried = next(r for r in rows if r["task_id"] == killed["task"])
-    assert int(retried["worker"].rsplit(":", 1)[1]) != killed["pid"]
+    assert int(retried["worker"].rsplit(":", 1)[1]) != killed["pid"]  # finished by the restarted process
     assert summary.actor_restarts >= 1
     with pytest.raises(ProcessLookupError):
         os.kill(killed["pid"], 0)
@@ -164,13 +165,13 @@ def test_killed_actor_is_restarted_and_its_task_retried(s3_library, s3_server):
 
 def test_corrupt_task_gets_error_row_and_is_retried_on_rerun(ray_session, tmp_path: Path):
     library = str(tmp_path / "lib")
-    ids = build_synthetic_library(library, n_tasks=4, corrupt_task=2)
+    ids = build_synthetic_library(library, n_tasks=3, corrupt_task=2)
     cfg = make_cfg(library, str(tmp_path / "out"))
     summary = run_embed(cfg)
     rows = rows_by_task(cfg.out)
     assert {t: r["status"] for t, r in rows.items()} == {t: "error" if t == "task-2" else "ok" for t in ids}
     message = rows["task-2"]["error"]
-    assert "task-2" in message and "t2-c0-2" in message and "decode" in message
+    assert "task-2" in message and "t2-c0-2" in message and "image" in message  # names task and image
     assert rows["task-2"]["embedding"] is None
     assert summary.errors == [("task-2", message)]
 
