@@ -106,3 +106,27 @@ def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
         "nce",
         "h_score",
     } <= set(table.column_names)
+
+
+def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replace_an_ok_one(setup):
+    from types import SimpleNamespace
+
+    from t2v_ray.dist.grid import _record_failures, read_pair, trial_errors
+
+    _, out = setup
+    ok = run_pair("generic", "shapes", _ctx(setup))
+    results = [
+        SimpleNamespace(
+            error=RuntimeError("worker died"), config={"item": {"expert_id": "generic", "task_id": "zz"}}
+        ),
+        SimpleNamespace(
+            error=RuntimeError("late"), config={"item": {"expert_id": "generic", "task_id": "shapes"}}
+        ),
+        SimpleNamespace(error=None, config={"item": {"expert_id": "generic", "task_id": "color"}}),
+    ]
+    failures = trial_errors(results)
+    assert [f[0]["task_id"] for f in failures] == ["zz", "shapes"]
+    _record_failures(_ctx(setup), failures)
+    row = read_pair(out, "generic", "zz")
+    assert row["status"] == "error" and row["error"] == "RuntimeError: worker died"
+    assert read_pair(out, "generic", "shapes")["attempt"] == ok["attempt"]
