@@ -281,7 +281,7 @@ def info_cmd(uri: str = typer.Argument(..., help="Library folder or s3:// URI.")
         raise typer.Exit(2) from None
     table = Table(title=f"{uri}: {len(lib)} tasks")
     for col in ("task_id", "kind", "taxonomy", "classes", "train", "test"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for t in lib.tasks:
         table.add_row(
             t.task_id, t.kind, "/".join(t.taxonomy), str(t.num_classes), str(t.n_train), str(t.n_test)
