@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_worker_niceness ?= 0
 export MLFLOW_ALLOW_FILE_STORE ?= false
 
-.PHONY: demo test test-fast lint format bench clean venv
+.PHONY: demo test test-fast lint format bench clean venv system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# Real images for the offline libraries: Debian fonts (glyph library) and Fashion-MNIST (packages.apt).
+# Installed automatically when running as root; otherwise prints the one sudo command to run.
+system-deps:
+	@missing=$$(for p in $$(cat packages.apt); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: for the full offline library run: sudo apt-get install $$(echo $$missing)"; fi; \
+	fi
+
+demo: $(STAMP) system-deps
 	$(BIN)/t2v demo
 
 test: $(STAMP) lint
