@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from t2v_ray.config import config_hash, to_dict
@@ -102,14 +103,22 @@ class EmbedJobConfig:
     progress: bool = True
 
     def validate(self) -> EmbedJobConfig:
-        """Raise ``ValueError`` for settings no run can use; returns self."""
+        """Checked copy with local paths made absolute (workers do not share the driver's cwd).
+
+        Raises:
+            ValueError: settings no run can use.
+        """
         if not self.library or not self.out:
             raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
         if self.actors < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("need actors >= 1, cpus_per_actor > 0 and gpus_per_actor >= 0")
         if self.io_retries < 1:
             raise ValueError("io_retries counts attempts and must be >= 1")
-        return self
+        return replace(self, library=_absolute(self.library), out=_absolute(self.out))
+
+
+def _absolute(uri: str) -> str:
+    return os.path.abspath(os.path.expanduser(uri)) if "://" not in uri else uri
 
 
 @dataclass(frozen=True)
@@ -153,18 +162,11 @@ class EmbedSummary:
         return 60.0 * self.computed / self.loop_seconds if self.loop_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("out", "total", "ok", "error", "skipped", "wall_seconds", "startup_seconds", "loop_seconds")
-        d = {k: getattr(self, k) for k in keys}
-        d.update(
-            computed=self.computed,
-            actor_restarts=self.actor_restarts,
-            mean_task_seconds=self.mean_task_seconds,
-            tasks_per_minute=self.tasks_per_minute,
-            probe_hash=self.probe_hash,
-            config_hash=self.config_hash,
-            parent_run_id=self.parent_run_id,
-            errors=[{"task_id": t, "error": e} for t, e in self.errors],
-        )
+        """JSON-able summary (per-task seconds reduced to their mean)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("task_seconds", "errors")}
+        d.update(computed=self.computed, mean_task_seconds=self.mean_task_seconds)
+        d.update(tasks_per_minute=self.tasks_per_minute)
+        d["errors"] = [{"task_id": t, "error": e} for t, e in self.errors]
         return d
 
 
@@ -197,7 +199,7 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
     """
     from t2v_ray.data.library import TaskLibrary
 
-    cfg.validate()
+    cfg = cfg.validate()
     t_start = time.perf_counter()
     specs = {s.task_id: s for s in TaskLibrary.open(cfg.library).tasks}
     selected = select_tasks(list(specs), cfg.tasks)

@@ -117,9 +117,12 @@ def main() -> int:
         driver_cpu = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / len(ids)
         assert s.ok + s.error == len(ids), s.to_dict()
         rates[n] = s.tasks_per_minute
+        # Share of the loop's actor-seconds spent inside embed(): what the pool itself loses, whatever the load.
+        busy = sum(s.task_seconds) / (n * s.loop_seconds)
         print(
             f"{n} actor(s): {s.tasks_per_minute:.1f} tasks/min, start-up {s.startup_seconds:.1f} s, "
-            f"mean worker time {s.mean_task_seconds:.2f} s/task, driver CPU {driver_cpu:.2f} s/task, "
+            f"mean worker time {s.mean_task_seconds:.2f} s/task, actor busy {100 * busy:.0f}%, "
+            f"driver CPU {driver_cpu:.2f} s/task, "
             f"ok {s.ok}, error {s.error}"
         )
     ray.shutdown()

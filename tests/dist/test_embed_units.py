@@ -146,3 +146,15 @@ def test_cli_module_imports_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_validate_rejects_unusable_settings_and_makes_local_paths_absolute(tmp_path: Path, monkeypatch):
+    from t2v_ray.dist.embed import EmbedJobConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = EmbedJobConfig(library="lib", out="s3://bucket/out").validate()
+    assert (cfg.library, cfg.out) == (str(tmp_path / "lib"), "s3://bucket/out")
+    with pytest.raises(ValueError, match="library and out"):
+        EmbedJobConfig(library="lib").validate()
+    with pytest.raises(ValueError, match="actors"):
+        EmbedJobConfig(library="lib", out="o", actors=0).validate()
