@@ -186,6 +186,9 @@ def run_trials(
     """
     from ray import tune
 
+    from t2v_ray.dist.ray_utils import keep_credentials_out_of_tune
+
+    keep_credentials_out_of_tune()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     wrapped = tune.with_resources(trainable, resources)
     path, fs = _fs_args(state_root)
@@ -238,8 +241,8 @@ PAIRS_DIR = "grid/pairs"
 _PERMANENT = ("LibraryError", "TaskDataError", "ImageDecodeError", "ExpertError")
 
 GRID_SCHEMA_FIELDS = [
-    ("expert_id", "string"), ("task_id", "string"), ("test_error", "float64"), ("train_error", "float64"),
-    ("epochs", "int64"), ("seconds", "float64"), ("status", "string"), ("error", "string"),
+    ("expert_id", "string"), ("task_id", "string"), ("probe", "string"), ("test_error", "float64"),
+    ("train_error", "float64"), ("epochs", "int64"), ("seconds", "float64"), ("status", "string"), ("error", "string"),
     ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
     ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
     ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
@@ -331,7 +334,7 @@ def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
         "n_train": len(pf.train), "n_test": len(pf.test), "n_classes": spec.num_classes,
         "feature_dim": pf.train.dim, "features_cached": cached, "extract_seconds": extract_seconds,
         "head_seconds": clf.seconds, "features_uri": furi, "expert_hash": record.state_hash,
-        "task_hash": spec.content_hash, "is_source": task_id in record.source_tasks,
+        "task_hash": spec.content_hash, "probe": record.probe, "is_source": task_id in record.source_tasks,
     }  # fmt: skip
     t0 = time.perf_counter()
     scores = transfer_scores(pf.train) if ctx.cfg.transfer else {}
@@ -381,8 +384,15 @@ def _log_pair(ctx: GridContext, row: dict) -> str | None:
     if tracker is None or not tracker.enabled or ctx.parent_run_id is None:
         return None
     ids = {"expert_id": row["expert_id"], "task_id": row["task_id"]}
-    tags = run_tags("grid", **ids, grid=ctx.grid_key, config_hash=row["config_hash"], status=row["status"])
-    name = run_name("grid", **ids)
+    tags = run_tags(
+        "grid",
+        **ids,
+        probe=row.get("probe"),
+        grid=ctx.grid_key,
+        config_hash=row["config_hash"],
+        status=row["status"],
+    )
+    name = run_name("grid", probe=row.get("probe"), **ids)
     params = {**ids, "classifier": to_dict(ctx.cfg.classifier)}
     if row["status"] != STATUS_OK:
         run_id = tracker.start_run(
