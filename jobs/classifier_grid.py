@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-# The uploaded working dir is the job's cwd but not on sys.path of this script (sys.path[0] is jobs/).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, sys.path[0] is jobs/, where jobs/select.py would shadow the stdlib `select` module: put the
+# repository root (the uploaded working dir) there instead, so `t2v_ray` imports from it.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,28 @@ FORWARDED_ENV = (
 )
 
 
+# Ray Tune copies these from the driver's environment into every trainable's runtime_env
+# (ray.tune.execution.class_cache), which each node's runtime env agent writes to its log and the dashboard shows.
+# Trials get credentials the way every other worker does: from their node's environment or instance role.
+TUNE_PROPAGATED_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+)
+
+
+def keep_credentials_out_of_tune() -> None:
+    """Stop Ray Tune from putting the driver's AWS credentials into trial runtime envs (no-op if Ray changes)."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return
+    names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(names, set | frozenset):
+        class_cache.ENV_VARS_TO_PROPAGATE = set(names) - set(TUNE_PROPAGATED_CREDENTIALS)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray unless already connected; returns True when this call started a local instance.
 
