@@ -143,46 +143,32 @@ class ExpertStore:
         return storage.read_parquet(uri) if storage.exists(uri) else index_table(self.records(), self)
 
 
+INDEX_SCHEMA = pa.schema(
+    [
+        ("expert_id", pa.string()), ("probe", pa.string()), ("base_weights", pa.string()),
+        ("source_tasks", pa.list_(pa.string())), ("n_classes", pa.int64()), ("feature_dim", pa.int64()),
+        ("input_size", pa.int64()), ("has_source_head", pa.bool_()), ("state_hash", pa.string()),
+        ("config_hash", pa.string()), ("test_error", pa.float64()), ("weights_uri", pa.string()),
+        ("mlflow_run_id", pa.string()), ("created_at", pa.string()),
+    ]
+)  # fmt: skip
+
+
 def index_table(records: list[ExpertRecord], store: ExpertStore) -> pa.Table:
     """One row per expert: id, architecture, source tasks (for leave-one-out), metrics, locations."""
     rows = [
         {
-            "expert_id": r.expert_id,
-            "probe": r.probe,
-            "base_weights": r.base_weights,
+            **{k: getattr(r, k) for k in ("expert_id", "probe", "base_weights", "feature_dim", "input_size")},
+            **{k: getattr(r, k) for k in ("has_source_head", "state_hash", "config_hash", "mlflow_run_id")},
             "source_tasks": list(r.source_tasks),
             "n_classes": len(r.classes),
-            "feature_dim": r.feature_dim,
-            "input_size": r.input_size,
-            "has_source_head": r.has_source_head,
-            "state_hash": r.state_hash,
-            "config_hash": r.config_hash,
             "test_error": r.metrics.get("test_error"),
             "weights_uri": store.weights_uri(r.expert_id),
-            "mlflow_run_id": r.mlflow_run_id,
             "created_at": r.created_at,
         }
         for r in records
     ]
-    schema = pa.schema(
-        [
-            ("expert_id", pa.string()),
-            ("probe", pa.string()),
-            ("base_weights", pa.string()),
-            ("source_tasks", pa.list_(pa.string())),
-            ("n_classes", pa.int64()),
-            ("feature_dim", pa.int64()),
-            ("input_size", pa.int64()),
-            ("has_source_head", pa.bool_()),
-            ("state_hash", pa.string()),
-            ("config_hash", pa.string()),
-            ("test_error", pa.float64()),
-            ("weights_uri", pa.string()),
-            ("mlflow_run_id", pa.string()),
-            ("created_at", pa.string()),
-        ]
-    )
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
 
 
 def excluded_experts(index: pa.Table, task_id: str) -> set[str]:

@@ -1,10 +1,15 @@
-"""Feature cache: one frozen pass of an expert over a task, stored once and reused by every head on the pair.
+"""Per-pair storage of the classifier grid: the feature cache and the pair result records.
+
+Feature cache: one frozen pass of an expert over a task, stored once and reused by every head on the pair.
 
 Layout: ``<root>/features/<expert_id>/<task content_hash>.npz`` (local folder or S3 prefix) holding, per split,
 ``<split>_features`` (N, D) float32, ``<split>_labels`` (N,) int64 and, when the expert has a source head,
 ``<split>_source_probs`` (N, K) float32, plus a JSON ``meta`` record. Those arrays are also all the
 transferability baselines need (LogME and H-score: features + labels; LEEP and NCE: source probabilities), so
 the selection stage can score any pair again without touching images.
+
+Pair records: ``<root>/grid/pairs/<expert_id>/<task id>.json``, one per pair, written by the trial that computed it
+(trials never share a file, so nothing races); ``grid.parquet`` is assembled from them by the driver.
 
 The key is the task's content hash (a rebuilt task with new images gets a new file); the expert's weights hash
 is stored inside and checked on load, so retraining an expert under the same id invalidates its old features.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,3 +166,68 @@ def extract_pair(lib: Any, task_id: str, probe: Any, settings: FeatureSettings) 
             extract_features(probe.features, ds, head, settings.batch_size, device, settings.num_workers)
         )
     return PairFeatures(sets[0], sets[1], {"task_id": task_id, "seconds": time.perf_counter() - start})
+
+
+# ------------------------------------------------------------------------------------------- pair records
+
+PAIRS_DIR = "grid/pairs"
+GRID_SCHEMA_FIELDS = [
+    ("expert_id", "string"), ("task_id", "string"), ("probe", "string"), ("test_error", "float64"),
+    ("train_error", "float64"), ("epochs", "int64"), ("seconds", "float64"), ("status", "string"),
+    ("error", "string"), ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
+    ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
+    ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
+    ("head_seconds", "float64"), ("score_seconds", "float64"), ("features_uri", "string"),
+    ("expert_hash", "string"), ("task_hash", "string"), ("config_hash", "string"), ("mlflow_run_id", "string"),
+    ("attempt", "string"), ("finished_at", "string"),
+]  # fmt: skip
+
+
+def grid_schema() -> Any:
+    """Arrow schema of ``grid.parquet``."""
+    import pyarrow as pa
+
+    return pa.schema([(n, getattr(pa, t)()) for n, t in GRID_SCHEMA_FIELDS])
+
+
+def pair_uri(out_uri: str, expert_id: str, task_id: str) -> str:
+    """Where one pair's result record lives (task ids made folder-safe)."""
+    from t2v_ray.dist.experts import expert_id_for
+
+    return storage.join(out_uri, PAIRS_DIR, expert_id, f"{expert_id_for(task_id)}.json")
+
+
+def read_pair(out_uri: str, expert_id: str, task_id: str) -> dict | None:
+    """The pair's record, or None when it has none (or an unreadable one)."""
+    uri = pair_uri(out_uri, expert_id, task_id)
+    if not storage.exists(uri):
+        return None
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except ValueError:  # torn or foreign: the pair simply runs again
+        return None
+
+
+def write_pair(out_uri: str, row: dict) -> None:
+    """Atomically (re)write the pair's record; NaN stays NaN (JSON extension, read back by ``json.loads``)."""
+    data = json.dumps(row, default=str, allow_nan=True).encode()
+    storage.write_bytes_atomic(pair_uri(out_uri, row["expert_id"], row["task_id"]), data)
+
+
+def read_pairs(out_uri: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Recorded results of ``pairs`` (read concurrently: one small object per pair on S3)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        rows = pool.map(lambda p: read_pair(out_uri, *p), pairs)
+    return {p: r for p, r in zip(pairs, rows, strict=True) if r is not None}
+
+
+def collect_grid(out_uri: str, pairs: Sequence[tuple[str, str]]) -> Any:
+    """``grid.parquet`` content: exactly one row per pair, in plan order; a pair without a record is ``missing``."""
+    from t2v_ray.dist.results import rows_to_table
+
+    found = read_pairs(out_uri, pairs)
+    missing = {"status": "missing", "error": "no result recorded (run the grid again to compute it)"}
+    rows = [found.get(p) or {"expert_id": p[0], "task_id": p[1], **missing} for p in pairs]
+    return rows_to_table(rows, grid_schema())

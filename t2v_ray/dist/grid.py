@@ -30,7 +30,7 @@ from typing import Any
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.dist.features import FeatureSettings
+from t2v_ray.dist.features import FeatureSettings, collect_grid, read_pair, read_pairs, write_pair
 from t2v_ray.train.classifier import ClassifierConfig
 
 log = logging.getLogger(__name__)
@@ -236,48 +236,8 @@ def trial_errors(results: Any) -> list[tuple[dict, str]]:
 
 # ------------------------------------------------------------------------------------------- one pair (trial)
 
-PAIRS_DIR = "grid/pairs"
 # Errors that no retry can fix: recorded as the pair's result at once instead of burning Tune retries.
 _PERMANENT = ("LibraryError", "TaskDataError", "ImageDecodeError", "ExpertError")
-
-GRID_SCHEMA_FIELDS = [
-    ("expert_id", "string"), ("task_id", "string"), ("probe", "string"), ("test_error", "float64"),
-    ("train_error", "float64"), ("epochs", "int64"), ("seconds", "float64"), ("status", "string"), ("error", "string"),
-    ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
-    ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
-    ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
-    ("head_seconds", "float64"), ("score_seconds", "float64"), ("features_uri", "string"), ("expert_hash", "string"), ("task_hash", "string"),
-    ("config_hash", "string"), ("mlflow_run_id", "string"), ("attempt", "string"), ("finished_at", "string"),
-]  # fmt: skip
-
-
-def grid_schema() -> Any:
-    """Arrow schema of ``grid.parquet``."""
-    import pyarrow as pa
-
-    return pa.schema([(n, getattr(pa, t)()) for n, t in GRID_SCHEMA_FIELDS])
-
-
-def pair_uri(out_uri: str, expert_id: str, task_id: str) -> str:
-    """Where one pair's result record lives (task ids made folder-safe)."""
-    from t2v_ray.dist.experts import expert_id_for
-
-    return storage.join(out_uri, PAIRS_DIR, expert_id, f"{expert_id_for(task_id)}.json")
-
-
-def read_pair(out_uri: str, expert_id: str, task_id: str) -> dict | None:
-    uri = pair_uri(out_uri, expert_id, task_id)
-    if not storage.exists(uri):
-        return None
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except ValueError:  # torn or foreign: the pair simply runs again
-        return None
-
-
-def write_pair(out_uri: str, row: dict) -> None:
-    data = json.dumps(row, default=str, allow_nan=True).encode()
-    storage.write_bytes_atomic(pair_uri(out_uri, row["expert_id"], row["task_id"]), data)
 
 
 @dataclass
@@ -447,25 +407,6 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
     for t in tasks:
         lib.task(t)
     return [(e, t) for e in experts for t in tasks]
-
-
-def read_pairs(out_uri: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-    """Recorded results of ``pairs`` (read concurrently: one small object per pair on S3)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        rows = pool.map(lambda p: read_pair(out_uri, *p), pairs)
-    return {p: r for p, r in zip(pairs, rows, strict=True) if r is not None}
-
-
-def collect_grid(out_uri: str, pairs: Sequence[tuple[str, str]]) -> Any:
-    """``grid.parquet`` content: exactly one row per pair, in plan order; a pair without a record is ``missing``."""
-    from t2v_ray.dist.results import rows_to_table
-
-    found = read_pairs(out_uri, pairs)
-    missing = {"status": "missing", "error": "no result recorded (run the grid again to compute it)"}
-    rows = [found.get(p) or {"expert_id": p[0], "task_id": p[1], **missing} for p in pairs]
-    return rows_to_table(rows, grid_schema())
 
 
 def _record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
