@@ -72,7 +72,8 @@ class EmbedJobConfig:
         max_task_retries: times Ray retries a task whose actor died.
         io_retries: attempts at reading a task when storage errors look transient (S3, network).
         io_backoff_seconds: first retry delay; doubles every attempt.
-        flush_rows: results buffered before a part file is written.
+        flush_rows: results buffered before a part file is written (1: a driver crash loses only the tasks
+            in flight; raise it when tasks take well under a second).
         flush_seconds: longest time a result stays buffered.
         address: Ray address; None = ``RAY_ADDRESS`` (job submit) or a new local instance.
         local_cpus: CPUs of a new local Ray instance; None = all cores.
@@ -95,7 +96,7 @@ class EmbedJobConfig:
     max_task_retries: int = 2
     io_retries: int = 4
     io_backoff_seconds: float = 0.5
-    flush_rows: int = 8
+    flush_rows: int = 1
     flush_seconds: float = 20.0
     address: str | None = None
     local_cpus: int | None = None
@@ -131,7 +132,11 @@ class HashedSettings:
 
 @dataclass
 class EmbedSummary:
-    """What a run did. ``ok``/``error`` count tasks computed by this run; ``skipped`` the cached ones."""
+    """What a run did. ``ok``/``error`` count tasks computed by this run; ``skipped`` the cached ones.
+
+    ``task_seconds`` is each computed task's time in its worker (reading, decoding, embedding) and
+    ``embed_seconds`` the part spent in ``Task2Vec.embed``; the difference is the stage's own overhead.
+    """
 
     out: str
     total: int = 0
@@ -142,6 +147,7 @@ class EmbedSummary:
     startup_seconds: float = 0.0
     loop_seconds: float = 0.0
     task_seconds: list[float] = field(default_factory=list)
+    embed_seconds: list[float] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     actor_restarts: int = 0
     probe_hash: str = ""
@@ -163,7 +169,7 @@ class EmbedSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (per-task seconds reduced to their mean)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("task_seconds", "errors")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("task_seconds", "embed_seconds", "errors")}
         d.update(computed=self.computed, mean_task_seconds=self.mean_task_seconds)
         d.update(tasks_per_minute=self.tasks_per_minute)
         d["errors"] = [{"task_id": t, "error": e} for t, e in self.errors]
@@ -255,9 +261,13 @@ class _Driver:
         return self.summary
 
     def close(self) -> None:
-        """Kill the actors, and shut Ray down if this run started it."""
+        """Save buffered rows, kill the actors, and shut Ray down if this run started it."""
         import ray
 
+        try:
+            self.store.flush()  # e.g. after Ctrl-C: finished tasks are not recomputed by the next run
+        except Exception as err:
+            log.warning("could not save buffered results: %s", err)
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
@@ -365,6 +375,8 @@ class _Driver:
             self.summary.errors.append((tid, row["error"]))
         if row.get("seconds") is not None:
             self.summary.task_seconds.append(float(row["seconds"]))
+        if row.get("embed_seconds") is not None:  # Task2Vec.embed alone; not a stored column
+            self.summary.embed_seconds.append(float(row["embed_seconds"]))
         self._log_child(row)
 
     # ------------------------------------------------------------------------------------ outputs

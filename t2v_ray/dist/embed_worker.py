@@ -86,7 +86,7 @@ class EmbedWorker:
         from t2v_ray.data.library import LibraryError
         from t2v_ray.dist.ray_utils import TransientIOError
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             row = self._embed(task_id)
         except Exception as err:  # any failure of one task is that task's row, never the end of the run
@@ -96,6 +96,7 @@ class EmbedWorker:
             row = error_row(task_id, _describe_error(task_id, err))
         row.update(
             seconds=time.perf_counter() - t0,
+            cpu_seconds=time.process_time() - c0,  # well below `seconds`: waiting on I/O, a GPU or other load
             worker=f"{socket.gethostname()}:{os.getpid()}",
             finished_at=datetime.now(UTC),
         )
@@ -109,7 +110,7 @@ class EmbedWorker:
         read = lambda: self.library.read_task(task_id, split="train")  # noqa: E731
         table = retry_io(read, f"reading task {task_id!r}", cfg.io_retries, cfg.io_backoff_seconds)
         emb = self.t2v.embed(TaskDataset(table, self.probe.transform, split="train"))
-        return embedding_row(task_id, emb)
+        return {**embedding_row(task_id, emb), "embed_seconds": emb.meta["seconds"]}
 
 
 def _describe_error(task_id: str, err: BaseException) -> str:

@@ -27,7 +27,7 @@ STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
 # DESIGN.md "Embeddings and results", plus what later stages need: the trivial embedding t0 and the domain
-# embedding (mean probe feature) per task, and provenance (worker, finish time).
+# embedding (mean probe feature) per task, and provenance (CPU time, worker, finish time).
 EMBEDDING_SCHEMA = pa.schema(
     [
         pa.field("task_id", pa.string(), nullable=False),
@@ -47,6 +47,7 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field("n_classes", pa.int64()),
         pa.field("trivial", pa.list_(pa.float32())),
         pa.field("domain", pa.list_(pa.float32())),
+        pa.field("cpu_seconds", pa.float64()),
         pa.field("worker", pa.string()),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
     ]
