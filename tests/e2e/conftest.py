@@ -188,7 +188,7 @@ def submit_pipeline(urls: dict[str, str], prefix: str, submission_id: str) -> su
     cmd += [f"tracking_uri={urls['mlflow']}"]
     # Ignore .gitignore so that the explicit excludes alone must keep .venv (~6 GB) and data out of the upload.
     env = clean_env(RAY_RUNTIME_ENV_IGNORE_GITIGNORE="1")
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @contextlib.contextmanager
