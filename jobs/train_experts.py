@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-# Run as a script, sys.path[0] is jobs/, where jobs/select.py would shadow the stdlib `select` module: put the
-# repository root (the uploaded working dir) there instead, so `t2v_ray` imports from it.
+# Run as a script, sys.path[0] is jobs/ (whose file names must never shadow a stdlib module): replace it with the
+# repository root (the uploaded working dir), so `t2v_ray` imports from it.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 

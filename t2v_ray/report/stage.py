@@ -1,6 +1,6 @@
 """The select stage end to end: evaluate every selector on a results root, write the report, log to MLflow.
 
-Used by ``t2v select evaluate``, ``t2v report`` and ``jobs/select.py``. Input locations default to the results
+Used by ``t2v select evaluate``, ``t2v report`` and ``jobs/select_experts.py``. Input locations default to the results
 layout of :mod:`t2v_ray.report.results`; outputs go to ``<results>/select/<protocol>`` unless ``out`` is set,
 together with the resolved config (``config.yaml``).
 """

@@ -1,6 +1,6 @@
 """Select stage for ``ray job submit``: Table 1 and the report figures for a results root.
 
-    ray job submit --working-dir . -- python jobs/select.py --config jobs/configs/select.yaml results=s3://b/run
+    ray job submit --working-dir . -- python jobs/select_experts.py --config jobs/configs/select.yaml results=s3://b/run
 
 Arguments after the flags are dotted ``key=value`` overrides of ``t2v_ray.report.stage.SelectConfig``.
 """
