@@ -275,9 +275,10 @@ class _Driver:
             ray.shutdown()
 
     def _start_pool(self) -> Any:
-        from t2v_ray.dist.ray_utils import DynamicPool, init_ray
+        from t2v_ray.dist.ray_utils import DynamicPool, check_resources, init_ray
 
         self.started_ray = init_ray(self.cfg.address, self.cfg.local_cpus)
+        check_resources(self.cfg.cpus_per_actor, self.cfg.gpus_per_actor, local=self.started_ray)
         self.actors = self._start_actors()
         return DynamicPool(
             self.actors,

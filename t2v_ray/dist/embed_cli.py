@@ -130,7 +130,12 @@ def embed(
         address=address,
         tracking_uri=tracking_uri,
     )
-    cfg = load_embed_config(config, flag_overrides(flags) + list(overrides or []))
-    summary = run_embed(cfg)
+    from t2v_ray.data.library import LibraryError
+
+    try:
+        summary = run_embed(load_embed_config(config, flag_overrides(flags) + list(overrides or [])))
+    except (ValueError, LibraryError) as err:  # bad settings or library: a message, not a traceback
+        typer.echo(f"t2v embed: {err}", err=True)
+        raise typer.Exit(1) from err
     print_summary(summary)
     raise typer.Exit(exit_code(summary, strict))

@@ -72,6 +72,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def check_resources(cpus: float, gpus: float, local: bool) -> None:
+    """Fail fast when a local instance can never host one actor; on a cluster, warn that it must scale up.
+
+    Raises:
+        ValueError: ``local`` and no node offers ``cpus`` CPUs and ``gpus`` GPUs.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if have_cpu >= cpus and have_gpu >= gpus:
+        return
+    msg = f"an actor needs {cpus} CPU and {gpus} GPU; the cluster has {have_cpu} CPU and {have_gpu} GPU"
+    if local:
+        raise ValueError(msg + " (local Ray instance: lower --cpus-per-actor/--gpus-per-actor)")
+    log.warning("%s; waiting for the cluster to scale up", msg)
+
+
 def worker_env(threads: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """``runtime_env`` env_vars for workers: forwarded settings, thread caps, then ``extra``."""
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
@@ -128,6 +146,7 @@ class DynamicPool:
         self.poll_seconds = poll_seconds
         self.idle: deque[int] = deque()
         self.dead: set[int] = set()
+        self.last_failure: BaseException | None = None
         self._probes: dict[Any, int] = {self._ready(a): i for i, a in enumerate(self.actors)}
         self._work: dict[Any, tuple[int, Any]] = {}
 
@@ -142,7 +161,7 @@ class DynamicPool:
 
         while not self.idle:
             if not self._probes:
-                raise RuntimeError("no actor could start (all died while starting)")
+                raise RuntimeError(f"no actor could start; last failure: {self.last_failure}")
             ready, _ = ray.wait(list(self._probes), num_returns=1, timeout=timeout)
             if not ready:
                 raise TimeoutError(f"no actor became ready within {timeout} s (not enough CPUs/GPUs?)")
@@ -161,7 +180,9 @@ class DynamicPool:
         while queue or self._work:
             self._fill(queue)
             if queue and not self._work and not self._probes:
-                raise RuntimeError(f"all {len(self.actors)} actors died; {len(queue)} items not run")
+                raise RuntimeError(
+                    f"all {len(self.actors)} actors died; {len(queue)} items not run; last failure: {self.last_failure}"
+                )
             refs = list(self._work) + list(self._probes)
             done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_seconds)
             if not done:
@@ -190,6 +211,7 @@ class DynamicPool:
                 raise
             log.warning("actor %d is gone for good: %s", slot, err)
             self.dead.add(slot)
+            self.last_failure = err
             return
         self._on_ready(slot, info)
         self.idle.append(slot)
@@ -204,6 +226,7 @@ class DynamicPool:
             if not is_actor_failure(err):
                 raise
             # Ray already retried the call max_task_retries times; ask whether the actor came back.
+            self.last_failure = err
             self._probes[self._ready(self.actors[slot])] = slot
             return Completed(item, slot, error=err)
         self.idle.append(slot)
