@@ -83,9 +83,20 @@ def train(
         address=address,
         tracking_uri=tracking_uri,
     )
-    cfg = load_experts_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
+    from t2v_ray.config import ConfigError
+    from t2v_ray.data.library import LibraryError
+
     start = time.perf_counter()
-    index, errors = train_experts(cfg, library, out, resume=resume)
+    try:
+        cfg = load_experts_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
+        index, errors = train_experts(cfg, library, out, resume=resume)
+    except (
+        ConfigError,
+        ValueError,
+        LibraryError,
+    ) as err:  # bad settings or inputs: a message, not a traceback
+        typer.echo(f"t2v experts train: {err}", err=True)
+        raise typer.Exit(1) from err
     print_index(index, f"experts -> {out} ({time.perf_counter() - start:.0f} s)")
     for expert_id, message in errors:
         typer.secho(f"error {expert_id}: {message[:300]}", fg="red", err=True)

@@ -103,9 +103,20 @@ def run(
         address=address,
         tracking_uri=tracking_uri,
     )
-    cfg = load_grid_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
+    from t2v_ray.config import ConfigError
+    from t2v_ray.data.library import LibraryError
+
     start = time.perf_counter()
-    table = run_grid(cfg, library, experts, out, resume=resume)
+    try:
+        cfg = load_grid_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
+        table = run_grid(cfg, library, experts, out, resume=resume)
+    except (
+        ConfigError,
+        ValueError,
+        LibraryError,
+    ) as err:  # bad settings or inputs: a message, not a traceback
+        typer.echo(f"t2v grid run: {err}", err=True)
+        raise typer.Exit(1) from err
     summary = summarize(table, time.perf_counter() - start)
     print_summary(summary, out)
     raise typer.Exit(2 if strict and summary["bad"] else 0)

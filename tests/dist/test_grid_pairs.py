@@ -130,3 +130,19 @@ def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replac
     row = read_pair(out, "generic", "zz")
     assert row["status"] == "error" and row["error"] == "RuntimeError: worker died"
     assert read_pair(out, "generic", "shapes")["attempt"] == ok["attempt"]
+
+
+def test_cli_reports_bad_settings_as_a_message_and_exit_status_1(setup):
+    from typer.testing import CliRunner
+
+    from t2v_ray.cli import app
+
+    lib, out = setup
+    result = CliRunner().invoke(
+        app, ["grid", "run", "--library", lib, "--experts", out, "--out", out, "--tasks", "nope"]
+    )
+    assert result.exit_code == 1 and "no task 'nope'" in result.output
+    result = CliRunner().invoke(
+        app, ["grid", "run", "--library", lib, "--experts", out, "--out", out, "classifier.lrr=1"]
+    )
+    assert result.exit_code == 1 and "unknown key" in result.output
