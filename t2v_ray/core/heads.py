@@ -57,7 +57,7 @@ def train_head(
     steps = 0
     for _ in range(cfg.epochs):
         if cfg.balanced:
-            order = balanced_indices(labels, per_epoch, generator).to(feats.device)
+            order = balanced_indices(labels.cpu(), per_epoch, generator).to(feats.device)
         else:
             order = torch.randperm(n, generator=generator)[:per_epoch].to(feats.device)
         for s in range(0, order.numel(), cfg.batch_size):
