@@ -44,6 +44,8 @@ class ExpertTrainConfig:
         eval_every: fine-tuning epochs between test-error measurements (0: only at the end).
         preload_mb: decode and transform the whole train split once when it fits in this many MB, instead of
             decoding every drawn image again each epoch.
+        freeze_bn: keep BatchNorm layers in eval mode (pre-trained running statistics) while fine-tuning; the
+            paper does not say; use it for small tasks and batches (the demo does).
         seed: seeds the draws.
     """
 
@@ -59,6 +61,7 @@ class ExpertTrainConfig:
     batch_size: int = 64
     eval_every: int = 0
     preload_mb: int = 1024
+    freeze_bn: bool = False
     seed: int = 0
 
 
@@ -130,6 +133,12 @@ def _finetune_epoch(
 ) -> tuple[float, float]:
     """One balanced epoch of SGD on the whole network; returns (mean loss, accuracy) over the drawn images."""
     model.train()
+    if cfg.freeze_bn:
+        # Keep the pre-trained running statistics: with small tasks and batches, train-mode BatchNorm swaps them
+        # for noisy batch statistics and the fine-tuned features get worse than the generic ones.
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     total, correct, n = 0.0, 0, 0
     for idx in _batches(balanced_indices(labels, cfg.epoch_size, gen), cfg.batch_size):
         x, y = images[idx].to(device), labels[idx].to(device)

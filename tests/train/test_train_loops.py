@@ -170,3 +170,31 @@ def test_fast_linear_head_takes_the_same_adam_steps_as_the_autograd_head(balance
     assert steps == stats["steps"] == 3 * 3
     torch.testing.assert_close(w[:, :-1], head.weight.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(w[:, -1], head.bias.detach(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_the_pretrained_running_statistics(freeze_bn):
+    # Fine-tuning in train mode replaces BatchNorm running statistics by batch statistics (momentum 0.1);
+    # freeze_bn keeps them, while the conv weights still learn.
+    probe = get_probe("small_cnn")
+    bns = {n: m for n, m in probe.features.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert bns, "small_cnn should have BatchNorm layers"
+    stats = {n: (m.running_mean.clone(), m.num_batches_tracked.clone()) for n, m in bns.items()}
+    convs = [m for m in probe.features.modules() if isinstance(m, nn.Conv2d)]
+    w0 = convs[0].weight.detach().clone()
+    cfg = ExpertTrainConfig(
+        head_epochs=1,
+        head_lr=1e-2,
+        finetune_epochs=1,
+        lr=0.05,
+        epoch_size=64,
+        batch_size=16,
+        freeze_bn=freeze_bn,
+    )
+    train_expert(probe.features, probe.feature_dim, 4, _Quadrants(4, 0), cfg)
+    unchanged = all(
+        torch.equal(m.running_mean, stats[n][0]) and torch.equal(m.num_batches_tracked, stats[n][1])
+        for n, m in bns.items()
+    )
+    assert unchanged is freeze_bn
+    assert not torch.equal(convs[0].weight, w0)
