@@ -155,9 +155,15 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     """
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
+    n = f.shape[0]
     onehot = (y[:, None] == np.unique(y)[None, :]).astype(np.float64)
-    class_means = (onehot.T @ f) / onehot.sum(axis=0)[:, None]
-    g = onehot @ class_means
-    cov_f = np.atleast_2d(np.cov(f, rowvar=False))  # np.cov returns a scalar for D = 1
-    cov_g = np.atleast_2d(np.cov(g, rowvar=False))
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
+    counts = onehot.sum(axis=0)
+    fc = f - f.mean(axis=0)
+    # cov(E[f|y]) = M Mᵀ with M = (μ_c − μ)·√(n_c/(N−1)): rank ≤ C, so only C columns are needed.
+    m = ((onehot.T @ fc) / counts[:, None]).T * np.sqrt(counts / (n - 1))[None, :]
+    # cov(f) is symmetric PSD: its pseudo-inverse from eigh (≈3x cheaper than pinv's SVD at D = 1280), with
+    # pinv's cut-off (rcond · largest eigenvalue); tr(cov_f⁺ M Mᵀ) = Σ_i ‖v_iᵀ M‖² / λ_i over kept λ_i.
+    lam, vec = np.linalg.eigh(np.atleast_2d(fc.T @ fc) / (n - 1))
+    keep = lam > 1e-15 * max(float(np.abs(lam).max()), 0.0)
+    proj = vec[:, keep].T @ m
+    return float(((proj**2).sum(axis=1) / lam[keep]).sum())

@@ -111,3 +111,13 @@ def test_h_score_one_dimensional_closed_form(shift):
     f = (np.array([-1.0, -1.0, 1.0, 1.0]) * 3 + shift)[:, None]
     y = np.array([0, 0, 1, 1])
     np.testing.assert_allclose(h_score(f, y), 1.0, rtol=1e-12)
+
+
+def test_h_score_equals_pinv_formula_when_covariance_is_singular():
+    # N < D: cov(f) has rank N − 1, so the pseudo-inverse matters; the eigh/low-rank evaluation must agree
+    # with the literal tr(pinv(cov f) · cov(E[f|y])).
+    rng = np.random.default_rng(3)
+    f, y = rng.standard_normal((40, 64)), rng.integers(0, 4, 40)
+    g = np.stack([f[y == c].mean(0) for c in range(4)])[y]
+    direct = np.trace(np.linalg.pinv(np.cov(f, rowvar=False), rcond=1e-10) @ np.cov(g, rowvar=False))
+    np.testing.assert_allclose(h_score(f, y), direct, rtol=1e-8)
