@@ -36,6 +36,10 @@ SeedOpt = typer.Option(
 ContactOpt = typer.Option(
     True, "--contact-sheet/--no-contact-sheet", help="Write contact_sheet.png into the library."
 )
+# Shared by the importers (import-folder, import-attributes).
+ImportOutOpt = typer.Option(..., "--out", "-o", help="Library folder or s3:// URI.")
+MaxPerClassOpt = typer.Option(None, help="Sample at most this many per class. (default: 1000)")
+MaxSideOpt = typer.Option(None, help="Downscale images whose longer side is larger.")
 
 
 def _resolve(cls: type, base: Any, config: Path | None, sets: list[str] | None, explicit: dict[str, Any]):
@@ -167,15 +171,13 @@ def build_fashion_cmd(
 @app.command("import-folder")
 def import_folder_cmd(
     root: str = typer.Argument(..., help="Folder tree root (local path or s3:// prefix): root/a/b/c/*.jpg."),
-    out: str = typer.Option(..., "--out", "-o", help="Library folder or s3:// URI."),
+    out: str = ImportOutOpt,
     min_images: int | None = typer.Option(
         None, help="Images a sub-folder needs to be a class. (default: 10)"
     ),
-    max_per_class: int | None = typer.Option(
-        None, help="Sample at most this many per class. (default: 1000)"
-    ),
+    max_per_class: int | None = MaxPerClassOpt,
     dataset: str | None = typer.Option(None, help="Dataset name / taxonomy root. (default: ROOT's name)"),
-    max_side: int | None = typer.Option(None, help="Downscale images whose longer side is larger."),
+    max_side: int | None = MaxSideOpt,
     seed: int | None = SeedOpt,
     contact_sheet: bool = ContactOpt,
     config: Path | None = ConfigOpt,
@@ -205,16 +207,14 @@ def import_attributes_cmd(
     images: str = typer.Option(
         ..., "--images", help="Folder or s3:// prefix the image paths are relative to."
     ),
-    out: str = typer.Option(..., "--out", "-o", help="Library folder or s3:// URI."),
+    out: str = ImportOutOpt,
     path_column: str | None = typer.Option(None, help="Column of image paths. (default: first column)"),
     columns: str | None = typer.Option(None, help="Comma-separated attribute columns. (default: all others)"),
     min_images: int | None = typer.Option(None, help="Images a class needs. (default: 10)"),
-    max_per_class: int | None = typer.Option(
-        None, help="Sample at most this many per class. (default: 1000)"
-    ),
+    max_per_class: int | None = MaxPerClassOpt,
     multi_sep: str | None = typer.Option(None, help="Separator of multi-valued cells, e.g. ';'."),
     dataset: str | None = typer.Option(None, help="Dataset name. (default: CSV file name)"),
-    max_side: int | None = typer.Option(None, help="Downscale images whose longer side is larger."),
+    max_side: int | None = MaxSideOpt,
     seed: int | None = SeedOpt,
     contact_sheet: bool = ContactOpt,
     config: Path | None = ConfigOpt,

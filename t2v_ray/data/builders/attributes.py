@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 
 from t2v_ray.data import storage
-from t2v_ray.data.builders.common import BuildSummary, finish_build, stratified_split, task_rng
-from t2v_ray.data.builders.importing import ImageReader
+from t2v_ray.data.builders.common import BuildSummary, finish_build
+from t2v_ray.data.builders.importing import ImageReader, read_task_rows
 from t2v_ray.data.library import DEFAULT_SHARD_BYTES, LibraryWriter
 
 
@@ -116,7 +116,7 @@ def build_attributes(
     for col, value, classes, paths in tqdm(plans, desc="attribute tasks", disable=not progress):
         taxonomy = [dataset, col] if value is None else [dataset, col, value]
         task_id = "/".join(taxonomy)
-        task_rows = _task_rows(images_root, task_id, paths, reader, max_per_class, test_fraction, seed)
+        task_rows = read_task_rows(images_root, task_id, paths, reader, max_per_class, test_fraction, seed)
         if len({r["label"] for r in task_rows}) < 2:
             skipped.append(f"{task_id}: fewer than 2 classes with readable images; task left out")
             continue
@@ -134,23 +134,3 @@ def build_attributes(
               "max_per_class": max_per_class, "multi_sep": multi_sep, "test_fraction": test_fraction,
               "seed": seed, "dataset": dataset, "max_side": max_side}  # fmt: skip
     return finish_build(writer, dataset, started, skipped, validate, contact_sheet, config=params)
-
-
-def _task_rows(images_root, task_id, paths, reader: ImageReader, max_per_class, test_fraction, seed):
-    rng = task_rng(seed, "sample", task_id)
-    chosen = []
-    for label, ps in enumerate(paths):
-        ps = sorted(set(ps))
-        if max_per_class is not None and len(ps) > max_per_class:
-            ps = sorted(rng.choice(ps, size=max_per_class, replace=False).tolist())
-        chosen.extend((label, p) for p in ps)
-    data = reader.read(storage.join(images_root, p) for _, p in chosen)
-    out = []
-    for label, p in chosen:
-        blob = data.get(storage.join(images_root, p))
-        if blob is not None:
-            out.append({"label": label, "image": blob, "image_id": p, "attributes": {"path": p}})
-    splits = stratified_split([r["label"] for r in out], test_fraction, task_rng(seed, "split", task_id))
-    for r, s in zip(out, splits, strict=True):
-        r["split"] = s
-    return out

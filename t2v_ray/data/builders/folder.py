@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from t2v_ray.data import storage
-from t2v_ray.data.builders.common import BuildSummary, finish_build, stratified_split, task_rng
-from t2v_ray.data.builders.importing import ImageReader, is_image_name
+from t2v_ray.data.builders.common import BuildSummary, finish_build
+from t2v_ray.data.builders.importing import ImageReader, is_image_name, read_task_rows
 from t2v_ray.data.library import DEFAULT_SHARD_BYTES, LibraryWriter
 
 
@@ -109,7 +109,7 @@ def build_folder(
     for t in tqdm(tasks, desc="folder tasks", disable=not progress):
         taxonomy = [dataset, *t.path]
         task_id = "/".join(taxonomy)
-        rows = _task_rows(root_uri, task_id, t, reader, max_per_class, test_fraction, seed)
+        rows = read_task_rows(root_uri, task_id, t.images, reader, max_per_class, test_fraction, seed)
         if len({r["label"] for r in rows}) < 2:
             skipped.append(f"{task_id}: fewer than 2 classes with readable images; task left out")
             continue
@@ -119,23 +119,3 @@ def build_folder(
     params = {"builder": "folder", "root": str(root_uri), "min_images": min_images, "max_per_class": max_per_class,
               "test_fraction": test_fraction, "seed": seed, "dataset": dataset, "max_side": max_side}  # fmt: skip
     return finish_build(writer, dataset, started, skipped, validate, contact_sheet, config=params)
-
-
-def _task_rows(root_uri, task_id, t: FolderTask, reader: ImageReader, max_per_class, test_fraction, seed):
-    rng = task_rng(seed, "sample", task_id)
-    chosen: list[tuple[int, str]] = []
-    for label, images in enumerate(t.images):
-        picked = sorted(images)
-        if max_per_class is not None and len(picked) > max_per_class:
-            picked = sorted(rng.choice(picked, size=max_per_class, replace=False).tolist())
-        chosen.extend((label, rel) for rel in picked)
-    data = reader.read(storage.join(root_uri, rel) for _, rel in chosen)
-    rows = []
-    for label, rel in chosen:
-        blob = data.get(storage.join(root_uri, rel))
-        if blob is not None:
-            rows.append({"label": label, "image": blob, "image_id": rel, "attributes": {"path": rel}})
-    splits = stratified_split([r["label"] for r in rows], test_fraction, task_rng(seed, "split", task_id))
-    for r, s in zip(rows, splits, strict=True):
-        r["split"] = s
-    return rows

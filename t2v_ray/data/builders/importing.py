@@ -1,14 +1,16 @@
-"""Shared by the importers of users' own images: read files in parallel, check they decode, normalise format."""
+"""Shared by the importers of users' own images: read files in parallel, check they decode, normalise format,
+sample and split a task's rows."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
 from t2v_ray.data import storage
+from t2v_ray.data.builders.common import stratified_split, task_rng
 from t2v_ray.data.images import ImageDecodeError, decode_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -70,3 +72,34 @@ class ImageReader:
         with ThreadPoolExecutor(self.threads) as pool:
             data = list(pool.map(self._one, uris))
         return {u: d for u, d in zip(uris, data, strict=True) if d is not None}
+
+
+def read_task_rows(
+    root_uri: str,
+    task_id: str,
+    paths_per_class: Sequence[Sequence[str]],
+    reader: ImageReader,
+    max_per_class: int | None,
+    test_fraction: float,
+    seed: int,
+) -> list[dict]:
+    """Rows of one imported task: per class (label = position), its distinct paths relative to ``root_uri``,
+    sampled down to ``max_per_class`` (seeded by ``task_id``), read with ``reader`` (unreadable files are left
+    out) and split train/test, stratified and seeded."""
+    rng = task_rng(seed, "sample", task_id)
+    chosen: list[tuple[int, str]] = []
+    for label, paths in enumerate(paths_per_class):
+        picked = sorted(set(paths))
+        if max_per_class is not None and len(picked) > max_per_class:
+            picked = sorted(rng.choice(picked, size=max_per_class, replace=False).tolist())
+        chosen.extend((label, rel) for rel in picked)
+    data = reader.read(storage.join(root_uri, rel) for _, rel in chosen)
+    rows = []
+    for label, rel in chosen:
+        blob = data.get(storage.join(root_uri, rel))
+        if blob is not None:
+            rows.append({"label": label, "image": blob, "image_id": rel, "attributes": {"path": rel}})
+    splits = stratified_split([r["label"] for r in rows], test_fraction, task_rng(seed, "split", task_id))
+    for r, s in zip(rows, splits, strict=True):
+        r["split"] = s
+    return rows
