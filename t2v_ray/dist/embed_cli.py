@@ -12,11 +12,12 @@ Exit status: 0 when the run finished (error rows are listed), 2 with ``--strict`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from t2v_ray import cli_common as common
 
 # flag name -> dotted config key
 _FLAG_KEYS = {
@@ -37,23 +38,14 @@ _FLAG_KEYS = {
 
 def flag_overrides(flags: dict[str, Any]) -> list[str]:
     """Dotted overrides for the flags that were given (JSON-quoted, so ``*`` or ``1,2`` stay strings)."""
-    out = []
-    for name, value in flags.items():
-        if value is None:
-            continue
-        if name == "weights" and str(value).lower() in ("none", "null", "random"):
-            out.append("weights=null")
-            continue
-        out.append(f"{_FLAG_KEYS[name]}={json.dumps(value)}")
-    return out
+    return common.flag_overrides(flags, _FLAG_KEYS)
 
 
 def load_embed_config(config: Path | str | None, overrides: list[str]) -> Any:
     """Resolve an :class:`~t2v_ray.dist.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
-    from t2v_ray.config import load_config
     from t2v_ray.dist.embed import EmbedJobConfig
 
-    return load_config(EmbedJobConfig, config, overrides)
+    return common.resolve_stage_config(EmbedJobConfig, config, overrides)
 
 
 def render_summary(summary: Any) -> Any:
@@ -130,12 +122,7 @@ def embed(
         address=address,
         tracking_uri=tracking_uri,
     )
-    from t2v_ray.data.library import LibraryError
-
-    try:
+    with common.exit_on_bad_settings("t2v embed"):
         summary = run_embed(load_embed_config(config, flag_overrides(flags) + list(overrides or [])))
-    except (ValueError, LibraryError) as err:  # bad settings or library: a message, not a traceback
-        typer.echo(f"t2v embed: {err}", err=True)
-        raise typer.Exit(1) from err
     print_summary(summary)
     raise typer.Exit(exit_code(summary, strict))

@@ -30,7 +30,16 @@ import pyarrow as pa
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.dist.grid import TrackingSettings, TuneSettings
+from t2v_ray.dist.tune_utils import (
+    TrackingSettings,
+    TuneSettings,
+    apply_trial_env,
+    default_state_root,
+    forwarded_env,
+    run_trials,
+    state_key,
+    trial_errors,
+)
 from t2v_ray.train.experts import ExpertTrainConfig
 
 EXPERTS_DIR = "experts"
@@ -357,8 +366,6 @@ def expert_trial(config: dict, ctx: _Context) -> None:
     """Tune trainable: build the expert named by ``config["item"]`` and report its test error."""
     from ray import tune
 
-    from t2v_ray.dist.grid import apply_trial_env
-
     apply_trial_env(ctx.env, ctx.cfg.tune.cpus_per_trial)
     item = config["item"]
     record, skipped = build_expert(
@@ -384,13 +391,6 @@ def train_experts(
     from ray import tune
 
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.grid import (
-        default_state_root,
-        forwarded_env,
-        run_trials,
-        state_key,
-        trial_errors,
-    )
     from t2v_ray.dist.ray_utils import init_ray
     from t2v_ray.track import Tracker, experiment_name, run_tags
 

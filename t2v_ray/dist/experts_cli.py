@@ -12,12 +12,13 @@ Heavy libraries are imported inside the commands so ``t2v --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from t2v_ray.cli_common import exit_on_bad_settings, flag_overrides, resolve_stage_config
 
 app = typer.Typer(help="Train and list expert feature extractors.", no_args_is_help=True)
 
@@ -33,25 +34,11 @@ _FLAG_KEYS = {
 }
 
 
-def flag_overrides(flags: dict[str, Any], keys: dict[str, str]) -> list[str]:
-    """Dotted overrides for the flags that were given (JSON-quoted so ``a,b`` and ``*`` survive YAML parsing)."""
-    out = []
-    for name, value in flags.items():
-        if value is None:
-            continue
-        if name == "weights" and str(value).lower() in ("none", "null", "random"):
-            out.append("weights=null")
-        else:
-            out.append(f"{keys[name]}={json.dumps(value)}")
-    return out
-
-
 def load_experts_config(config: Path | str | None, overrides: list[str]) -> Any:
     """Resolve an :class:`~t2v_ray.dist.experts.ExpertsConfig` from YAML and dotted overrides."""
-    from t2v_ray.config import load_config
     from t2v_ray.dist.experts import ExpertsConfig
 
-    return load_config(ExpertsConfig, config, overrides)
+    return resolve_stage_config(ExpertsConfig, config, overrides)
 
 
 @app.command("train")
@@ -83,20 +70,10 @@ def train(
         address=address,
         tracking_uri=tracking_uri,
     )
-    from t2v_ray.config import ConfigError
-    from t2v_ray.data.library import LibraryError
-
     start = time.perf_counter()
-    try:
+    with exit_on_bad_settings("t2v experts train"):
         cfg = load_experts_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
         index, errors = train_experts(cfg, library, out, resume=resume)
-    except (
-        ConfigError,
-        ValueError,
-        LibraryError,
-    ) as err:  # bad settings or inputs: a message, not a traceback
-        typer.echo(f"t2v experts train: {err}", err=True)
-        raise typer.Exit(1) from err
     print_index(index, f"experts -> {out} ({time.perf_counter() - start:.0f} s)")
     for expert_id, message in errors:
         typer.secho(f"error {expert_id}: {message[:300]}", fg="red", err=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from t2v_ray.dist.experts_cli import flag_overrides
+from t2v_ray.cli_common import exit_on_bad_settings, flag_overrides, resolve_stage_config
 
 app = typer.Typer(
     help="Ground-truth grid: a linear classifier per (expert, task) pair.", no_args_is_help=True
@@ -37,10 +37,9 @@ _FLAG_KEYS = {
 
 def load_grid_config(config: Path | str | None, overrides: list[str]) -> Any:
     """Resolve a :class:`~t2v_ray.dist.grid.GridConfig` from YAML and dotted overrides."""
-    from t2v_ray.config import load_config
     from t2v_ray.dist.grid import GridConfig
 
-    return load_config(GridConfig, config, overrides)
+    return resolve_stage_config(GridConfig, config, overrides)
 
 
 def summarize(table: Any, seconds: float) -> dict[str, Any]:
@@ -103,20 +102,10 @@ def run(
         address=address,
         tracking_uri=tracking_uri,
     )
-    from t2v_ray.config import ConfigError
-    from t2v_ray.data.library import LibraryError
-
     start = time.perf_counter()
-    try:
+    with exit_on_bad_settings("t2v grid run"):
         cfg = load_grid_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
         table = run_grid(cfg, library, experts, out, resume=resume)
-    except (
-        ConfigError,
-        ValueError,
-        LibraryError,
-    ) as err:  # bad settings or inputs: a message, not a traceback
-        typer.echo(f"t2v grid run: {err}", err=True)
-        raise typer.Exit(1) from err
     summary = summarize(table, time.perf_counter() - start)
     print_summary(summary, out)
     raise typer.Exit(2 if strict and summary["bad"] else 0)

@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from t2v_ray.cli_common import bad_parameter_on
+
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. n_boot=2000 model2vec=false.")
 RESULTS = typer.Option(None, "--results", help="Results root (folder or s3:// prefix).")
 OUT = typer.Option(None, "--out", help="Output folder or s3:// prefix (default <results>/select/<protocol>).")
@@ -41,10 +43,8 @@ def run_from_cli(
     """Resolve the config from CLI inputs and run the select stage; usage errors exit with status 2."""
     from t2v_ray.report.stage import resolve_config, run_select
 
-    try:
+    with bad_parameter_on():  # ConfigError is a ValueError: unknown key, wrong type, bad protocol
         cfg = resolve_config(str(config) if config else None, flags, overrides)
-    except ValueError as err:  # ConfigError is a ValueError: unknown key, wrong type, bad protocol
-        raise typer.BadParameter(str(err)) from err
     return run_select(cfg)
 
 
@@ -72,18 +72,6 @@ def report(
     config: Path = CONFIG,
 ) -> None:
     """Write Table 1 (Markdown + CSV), the picks and the Fig. 1-3 style figures for a results root."""
-    _, _, written = run_from_cli(
-        config,
-        overrides,
-        results=results,
-        out=out,
-        protocol=protocol,
-        library=library,
-        embeddings=embeddings,
-        grid=grid,
-        experts=experts,
-        alpha=alpha,
-        tracking_uri=tracking_uri,
-        track=track,
-    )
+    # First statement, so locals() holds exactly the command's parameters.
+    _, _, written = run_from_cli(**locals())
     print_written(written)

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from t2v_ray.cli_common import bad_parameter_on, flag_overrides, resolve_stage_config
 from t2v_ray.report import cli as common
 
 app = typer.Typer(
@@ -55,22 +56,10 @@ def evaluate(
     config: Path = common.CONFIG,
 ) -> None:
     """Run every selector on the stored embeddings and grid; print Table 1 and write the report."""
+    # First statement, so locals() holds exactly the command's parameters.
+    table, details, written = common.run_from_cli(**locals())
     from rich.console import Console
 
-    table, details, written = common.run_from_cli(
-        config,
-        overrides,
-        results=results,
-        out=out,
-        protocol=protocol,
-        library=library,
-        embeddings=embeddings,
-        grid=grid,
-        experts=experts,
-        alpha=alpha,
-        tracking_uri=tracking_uri,
-        track=track,
-    )
     title = f"Table 1 — protocol {details.protocol}: {len(details.task_ids)} tasks × {len(details.expert_ids)} experts"
     Console().print(render_table1(table, title))
     common.print_written(written)
@@ -129,11 +118,8 @@ def rank(
     config: Path = common.CONFIG,
 ) -> None:
     """Embed ONE new task with the stored probe/config and rank the stored experts for it."""
-    import json
-
     from rich.console import Console
 
-    from t2v_ray.config import load_config
     from t2v_ray.data import storage
     from t2v_ray.report.rank import RankConfig, rank_new_task
     from t2v_ray.report.results import ResultsPaths
@@ -149,15 +135,12 @@ def rank(
         csv=csv,
         device=device,
     )
-    given = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    try:
-        cfg = load_config(RankConfig, config, given + list(overrides or []))
+    with bad_parameter_on((ValueError, FileNotFoundError)):
+        cfg = resolve_stage_config(RankConfig, config, flag_overrides(flags), overrides)
         if not cfg.task or not cfg.library_results:
             raise ValueError("both --task and --library-results are required")
         paths = ResultsPaths.from_root(cfg.library_results)
         result = rank_new_task(paths, cfg.task, cfg.task_id, cfg.alpha, cfg.model2vec, cfg.by, cfg.device)
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
     Console().print(render_ranking(result, cfg.top))
     if cfg.csv:
         storage.write_bytes_atomic(cfg.csv, result.table.to_csv(index=False, float_format="%.6g").encode())
