@@ -195,7 +195,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     stage("grid", grid)
 
     def select() -> None:
-        from t2v_ray.report.stage import SelectConfig, run_select
+        from t2v_ray.report.stage import SelectConfig, output_uri, run_select
 
         for protocol in cfg.protocols:
             scfg = SelectConfig(
@@ -206,9 +206,55 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
                 tracking_uri=tracking,
                 probe=cfg.embed.probe,
             )
+            key = _select_key(scfg, res)
+            cached = _cached_select(output_uri(scfg), key)
+            if cached is not None:
+                log(f"select ({protocol}): inputs unchanged since the last evaluation, reusing its report")
+                out["tables"][protocol], out["files"][protocol] = cached
+                continue
             table, _, written = run_select(scfg)
+            _store_select_key(output_uri(scfg), key)
             out["tables"][protocol] = table
             out["files"][protocol] = written
 
     stage("select", select)
     return out
+
+
+_SELECT_KEY = "inputs.sha256"
+
+
+def _select_key(scfg, res: str) -> str:
+    """Hash of the select config and the bytes of its three inputs: equal key, equal Table 1."""
+    import hashlib
+    import json
+
+    from t2v_ray.config import to_dict
+    from t2v_ray.data.storage import exists, read_bytes
+
+    h = hashlib.sha256(json.dumps(to_dict(scfg), sort_keys=True).encode())
+    for name in ("embeddings.parquet", "grid.parquet", "experts.parquet"):
+        uri = _join(res, name)
+        h.update(read_bytes(uri) if exists(uri) else b"-")
+    return h.hexdigest()
+
+
+def _cached_select(out_uri: str, key: str):
+    """(table, files) of a previous evaluation with the same inputs, else None."""
+    import io
+
+    import pandas as pd
+
+    from t2v_ray.data.storage import exists, read_bytes
+
+    key_uri, table_uri = _join(out_uri, _SELECT_KEY), _join(out_uri, "table1.csv")
+    if not (exists(key_uri) and exists(table_uri)) or read_bytes(key_uri).decode() != key:
+        return None
+    table = pd.read_csv(io.BytesIO(read_bytes(table_uri)))
+    return table, {"table1.csv": table_uri, "table1.md": _join(out_uri, "table1.md")}
+
+
+def _store_select_key(out_uri: str, key: str) -> None:
+    from t2v_ray.data.storage import write_bytes_atomic
+
+    write_bytes_atomic(_join(out_uri, _SELECT_KEY), key.encode())

@@ -228,6 +228,14 @@ def expert_plan(cfg: ExpertsConfig, known_tasks: set[str]) -> list[dict]:
     return items
 
 
+def _is_stored(store: ExpertStore, cfg: ExpertsConfig, item: dict) -> bool:
+    """The expert exists with the config hash this plan would give it (``build_expert`` would skip it)."""
+    eid = item["expert_id"]
+    if not (storage.exists(store.record_uri(eid)) and storage.exists(store.weights_uri(eid))):
+        return False
+    return store.load_record(eid).config_hash == expert_config_hash(cfg, item["tasks"])
+
+
 def expert_config_hash(cfg: ExpertsConfig, tasks: list[str]) -> str:
     """What makes an expert: architecture, start weights, input size, source tasks and (if trained) the recipe."""
     keep = {
@@ -396,6 +404,9 @@ def train_experts(
 
     lib = TaskLibrary.open(library_uri)
     items = expert_plan(cfg, {t.task_id for t in lib.tasks})
+    store = ExpertStore(out_uri)
+    if all(_is_stored(store, cfg, it) for it in items):  # nothing to train: no Ray, no Tune, no MLflow run
+        return store.write_index(), []
     init_ray(cfg.tune.ray_address)
     tracker = Tracker.create(
         cfg.tracking.uri,
