@@ -116,10 +116,38 @@ def _im2col(mod: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return patches.permute(0, 1, 4, 5, 2, 3).reshape(b, c * kh * kw, ho * wo)
 
 
+def _depthwise_sq(
+    mod: nn.Conv2d, x: torch.Tensor, delta: torch.Tensor, per_weight: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Depthwise conv (one input channel per group): G[b, o, (i, j)] = Σ_p δ[b, o, p] · x_pad[b, c(o), p + (i, j)].
+
+    One shifted view of the input per kernel offset (k_h·k_w of them) times δ, summed over positions: no im2col
+    and no tiny batched matmuls (those made depthwise layers half of EfficientNet's Fisher time).
+    """
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    b, c = x.shape[:2]
+    ho, wo = delta.shape[2:]
+    mult = mod.out_channels // c
+    xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    d = delta.reshape(b, c, mult, ho, wo)
+    cols = []
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[
+                :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+            ]
+            cols.append((d * patch[:, :, None]).sum((3, 4)).reshape(b, mod.out_channels))
+    grad = torch.stack(cols, dim=-1)  # (B, O, k_h·k_w), the per-sample weight gradient
+    sq = grad.pow(2)
+    return sq.sum((0, 2)), (sq.sum(0) if per_weight else None)
+
+
 def _conv_sq(
     mod: nn.Conv2d, x: torch.Tensor, delta: torch.Tensor, per_weight: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-filter sums over the batch of squared per-sample weight gradients of a Conv2d layer."""
+    if mod.groups > 1 and mod.in_channels == mod.groups and not isinstance(mod.padding, str):
+        return _depthwise_sq(mod, x, delta, per_weight)
     b, g = x.shape[0], mod.groups
     u = _im2col(mod, x)
     p = u.shape[-1]

@@ -150,3 +150,29 @@ def test_variational_estimate_approaches_fisher_above_the_prior(labels):
     est = res.per_filter - res.trivial
     assert np.corrcoef(exact, est)[0, 1] > 0.9
     assert np.linalg.norm(est - exact) / np.linalg.norm(exact) < 0.35
+
+
+@pytest.mark.parametrize(
+    ("channels", "mult", "kernel", "stride", "padding", "dilation"),
+    [(6, 1, 3, 1, 1, 1), (6, 2, 3, 2, 1, 1), (4, 1, 5, 2, 2, 1), (4, 1, 3, 1, 2, 2)],
+)
+def test_depthwise_path_equals_per_sample_loop(channels, mult, kernel, stride, padding, dilation):
+    # Depthwise convs (EfficientNet, MobileNet) take the shifted-view path instead of im2col.
+    torch.manual_seed(0)
+    feats = nn.Sequential(
+        nn.Conv2d(3, channels, 1),
+        nn.ReLU(),
+        nn.Conv2d(channels, channels * mult, kernel, stride, padding, dilation, groups=channels),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ).eval()
+    head = nn.Linear(channels * mult, 3)
+    fm = FilterMap.from_module(feats)
+    x = torch.randn(10, 3, 9, 9)
+    ref_filter, ref_weight = _slow_reference(feats, head, fm, x)
+    res = montecarlo_fisher(feats, head, fm, [x[:4], x[4:]], per_weight=True)
+    scale = np.abs(ref_filter).max()
+    np.testing.assert_allclose(res.per_filter / scale, ref_filter / scale, atol=1e-5)
+    dw = ref_weight[1].numpy()
+    np.testing.assert_allclose(res.per_weight[1].reshape(dw.shape) / scale, dw / scale, atol=1e-5)
