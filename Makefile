@@ -45,6 +45,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_fisher.py
+	$(BIN)/python tests/benchmarks/bench_embed.py
+	$(BIN)/python tests/benchmarks/bench_grid.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
