@@ -104,20 +104,16 @@ def load_store(paths: ResultsPaths, probe: str | None = None, method: str | None
 
 def _model2vec_scores(vector: np.ndarray, store: ExpertStore, alpha: float) -> np.ndarray:
     """MODEL2VEC fitted on every stored grid task (all known cells allowed), scored on the new task."""
-    import torch
 
     from t2v_ray.core.model2vec import fit_model2vec
+    from t2v_ray.report.evaluate import fit_threads
 
     usable = np.isfinite(store.errors).any(axis=1)
     vectors = store.embeddings.vectors[store.embeddings.rows(store.grid_task_ids)][usable]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny full-batch steps: threads only add overhead
-    try:
+    with fit_threads(store.errors[usable].size * vectors.shape[1]):
         model = fit_model2vec(
             vectors, store.errors[usable], store.expert_task_embs, store.embeddings.trivial, alpha
         )
-    finally:
-        torch.set_num_threads(before)
     return model.scores(vector[None, :])[0]
 
 
