@@ -139,12 +139,17 @@ SMALL_FIT = 2_000_000
 
 @contextlib.contextmanager
 def fit_threads(n_entries: int) -> Iterator[None]:
-    """One torch thread for small MODEL2VEC fits, torch's default for large ones."""
+    """One torch thread for small MODEL2VEC fits, every core (up to 8) for large ones.
+
+    Set explicitly both ways: earlier stages in the same process (Ray drivers, actors' settings) may have left
+    torch at one thread.
+    """
+    import os
+
     import torch
 
     before = torch.get_num_threads()
-    if n_entries < SMALL_FIT:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1 if n_entries < SMALL_FIT else max(1, min(8, os.cpu_count() or 1)))
     try:
         yield
     finally:
