@@ -1,15 +1,8 @@
 """``t2v demo``: the whole method on the embedded default, end to end, on a laptop.
 
-Sizes (all scaled down from the paper so the demo fits in ~15 minutes on 2 CPU cores):
-  library   offline glyph library, preset "small": 12 tasks (6 scripts, 2 script families, the family and
-            root tasks, 2 CUB-like held-out-font tasks, 2 font-attribute tasks), 30-250 training images each
-  probe     EfficientNet-Lite0 with its real ImageNet weights (packaged), 64 px inputs
-  experts   generic (the ImageNet probe itself) + 4 experts fine-tuned on the largest taxonomy tasks
-            (1 head epoch + 2 fine-tuning epochs of 512 balanced draws; paper: 10 + 60 epochs of 10,000)
-  embed     Monte-Carlo Fisher, 1 label draw per image from the model, ≤ 256 images per task, 2 Ray actors
-  grid      5 experts × 12 tasks linear classifiers on cached features (16 epochs of 1,000 balanced draws)
-  select    Table 1 (taxonomy and mixed protocols) + Fig. 1-3 style plots, everything logged to MLflow
-A second run reuses every cached result (content hashes) and only re-prints the report.
+The sizes are documented in the command's help (``t2v demo --help``) and set in ``t2v_ray/configs/demo.yaml``
+(identical to ``jobs/configs/demo.yaml``; a test keeps them equal). A second run reuses every cached result
+(content hashes) and only re-prints the report.
 """
 
 from __future__ import annotations
@@ -41,7 +34,19 @@ def demo(
     config: Path | None = typer.Option(None, "--config", help="a PipelineConfig YAML instead of the demo's"),
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. embed.actors=1 n_boot=200"),
 ) -> None:
-    """Run the whole method on the embedded default (local Ray, ./t2v-data, MLflow on sqlite) and print Table 1."""
+    """Run the whole method on the embedded default (local Ray, ./t2v-data, MLflow on sqlite) and print Table 1.
+
+    \b
+    Sizes (scaled down from the paper; ~5-7 min on 2 CPU cores, a cached rerun ~20 s):
+      library  offline glyph library, preset small: 12 tasks, 30-250 training images each, 32 px
+      probe    EfficientNet-Lite0 with its packaged ImageNet weights, 64 px inputs
+      experts  generic + 4 fine-tuned on the largest taxonomy tasks (10 head + 3 SGD epochs of 512 draws)
+      embed    exact Fisher over each image's 3 most probable classes, <= 256 images a task, 2 Ray actors
+      grid     5 experts x 12 tasks linear classifiers (16 epochs of 1,000 balanced draws) + LogME/LEEP/NCE/H-score
+      select   Table 1 for the taxonomy and mixed protocols, Fig. 1-3 style PNGs, everything in MLflow
+    Every value is in t2v_ray/configs/demo.yaml (= jobs/configs/demo.yaml) and can be overridden, e.g.
+    `t2v demo embed.actors=1 n_boot=200`.
+    """
     import os
     import sys
 
