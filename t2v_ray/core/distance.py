@@ -52,33 +52,49 @@ def asymmetric_distance(a, b, t0, alpha: float = 0.15, eps: float = EPS) -> floa
     return symmetric_distance(a, b, eps) - alpha * symmetric_distance(a, t0, eps)
 
 
-def pairwise_symmetric(embs: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Matrix D[i, j] = d_sym(E[i], E[j]) for an (n, d) stack, vectorised."""
-    e = np.clip(np.asarray(embs, dtype=np.float64), 0.0, None)
-    s = e[:, None, :] + e[None, :, :] + eps
-    u = e[:, None, :] / s
-    v = e[None, :, :] / s
+# Rows of the left operand per block, so no (rows, m, d) temporary exceeds ~32M floats: a 137-task library
+# on EfficientNet-Lite0 (21,008 filters) would otherwise build several 3 GB arrays at once.
+_BLOCK_ELEMENTS = 32 * 2**20
+
+
+def cross_symmetric(a: np.ndarray, b: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Matrix D[i, j] = d_sym(A[i], B[j]) for (n, d) and (m, d) stacks, vectorised in row blocks."""
+    a = np.clip(np.atleast_2d(np.asarray(a, dtype=np.float64)), 0.0, None)
+    b = np.clip(np.atleast_2d(np.asarray(b, dtype=np.float64)), 0.0, None)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"embeddings have different shapes {a.shape[1:]} vs {b.shape[1:]}: were they made with the same probe?"
+        )
+    step = max(1, _BLOCK_ELEMENTS // max(1, b.shape[0] * b.shape[1]))
+    return np.concatenate([_cross_block(a[i : i + step], b, eps) for i in range(0, len(a), step)], axis=0)
+
+
+def _cross_block(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    s = a[:, None, :] + b[None, :, :] + eps
+    u = a[:, None, :] / s
+    v = b[None, :, :] / s
     num = (u * v).sum(-1)
-    den = np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)
+    nu, nv = np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1)
+    den = nu * nv
     with np.errstate(invalid="ignore", divide="ignore"):
         d = 1.0 - np.where(den > eps, num / np.where(den > eps, den, 1.0), 0.0)
-    both_zero = (np.linalg.norm(u, axis=-1) < eps) & (np.linalg.norm(v, axis=-1) < eps)
-    d[both_zero] = 0.0
-    np.fill_diagonal(d, 0.0)
+    d[(nu < eps) & (nv < eps)] = 0.0
     return np.clip(d, 0.0, 1.0)
+
+
+def pairwise_symmetric(embs: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Matrix D[i, j] = d_sym(E[i], E[j]) for an (n, d) stack."""
+    d = cross_symmetric(embs, embs, eps)
+    np.fill_diagonal(d, 0.0)
+    return d
 
 
 def pairwise_asymmetric(
     sources: np.ndarray, targets: np.ndarray, t0: np.ndarray, alpha: float = 0.15
 ) -> np.ndarray:
     """Matrix D[i, j] = d_asym(source_i -> target_j)."""
-    src = np.asarray(sources, dtype=np.float64)
-    tgt = np.asarray(targets, dtype=np.float64)
-    both = np.concatenate([src, tgt], axis=0)
-    full = pairwise_symmetric(both)
-    d = full[: len(src), len(src) :]
-    triv = np.array([symmetric_distance(s, t0) for s in src])
-    return d - alpha * triv[:, None]
+    triv = cross_symmetric(sources, np.asarray(t0, dtype=np.float64)[None, :])[:, 0]
+    return cross_symmetric(sources, targets) - alpha * triv[:, None]
 
 
 def domain_embedding(features: np.ndarray) -> np.ndarray:

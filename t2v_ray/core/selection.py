@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import weightedtau
 
-from t2v_ray.core.distance import pairwise_symmetric, symmetric_distance
+from t2v_ray.core.distance import cross_symmetric
 from t2v_ray.core.model2vec import fit_model2vec
 
 DEFAULT_ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 10)
@@ -84,13 +84,12 @@ def symmetric_scores(task_embs: np.ndarray, expert_task_embs: np.ndarray) -> np.
     """S[i, j] = d_sym(t_i, F_j) (paper §3.3); +inf for experts whose training task is unknown."""
     tasks = np.asarray(task_embs, dtype=np.float64)
     experts = np.nan_to_num(np.asarray(expert_task_embs, dtype=np.float64))
-    full = pairwise_symmetric(np.concatenate([tasks, experts]))
-    return np.where(_known(expert_task_embs)[None, :], full[: len(tasks), len(tasks) :], np.inf)
+    return np.where(_known(expert_task_embs)[None, :], cross_symmetric(tasks, experts), np.inf)
 
 
 def _complexity(expert_task_embs: np.ndarray, t0: np.ndarray) -> np.ndarray:
     """d_sym(F_j, t0) per expert: the 'complexity' of its source task."""
-    return np.array([symmetric_distance(f, t0) for f in np.nan_to_num(expert_task_embs)])
+    return cross_symmetric(np.nan_to_num(expert_task_embs), np.asarray(t0, dtype=np.float64)[None, :])[:, 0]
 
 
 def asymmetric_scores(

@@ -67,3 +67,14 @@ def test_pairwise_matrices_match_scalar_versions(embs):
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="same probe"):
         symmetric_distance(np.ones(3), np.ones(4))
+
+
+def test_cross_distances_are_the_same_in_row_blocks(embs, monkeypatch):
+    from t2v_ray.core import distance
+
+    whole = distance.cross_symmetric(embs[:4], embs)
+    monkeypatch.setattr(distance, "_BLOCK_ELEMENTS", 1)  # one row per block
+    np.testing.assert_array_equal(distance.cross_symmetric(embs[:4], embs), whole)
+    assert whole[2, 2] == pytest.approx(0.0, abs=1e-12) and whole[1, 3] == pytest.approx(
+        symmetric_distance(embs[1], embs[3])
+    )
