@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.dist.grid import run_grid
-    from t2v_ray.dist.grid_cli import load_grid_config, print_summary, summarize
+    from t2v_ray.distributed.grid import run_grid
+    from t2v_ray.distributed.grid_cli import load_grid_config, print_summary, summarize
 
     start = time.perf_counter()
     cfg = load_grid_config(args.config, args.overrides)

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.dist.experts import train_experts
-    from t2v_ray.dist.experts_cli import load_experts_config, print_index
+    from t2v_ray.distributed.experts import train_experts
+    from t2v_ray.distributed.experts_cli import load_experts_config, print_index
 
     index, errors = train_experts(
         load_experts_config(args.config, args.overrides), args.library, args.out, args.resume

@@ -18,8 +18,8 @@ def _register() -> None:
 
     subapps = {
         "library": "t2v_ray.data.cli",
-        "experts": "t2v_ray.dist.experts_cli",
-        "grid": "t2v_ray.dist.grid_cli",
+        "experts": "t2v_ray.distributed.experts_cli",
+        "grid": "t2v_ray.distributed.grid_cli",
         "select": "t2v_ray.report.select_cli",
     }
     for name, module in subapps.items():
@@ -31,7 +31,7 @@ def _register() -> None:
             continue
         app.add_typer(mod.app, name=name)
     commands = {
-        "embed": ("t2v_ray.dist.embed_cli", "embed"),
+        "embed": ("t2v_ray.distributed.embed_cli", "embed"),
         "report": ("t2v_ray.report.cli", "report"),
         "demo": ("t2v_ray.demo", "demo"),
     }

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from t2v_ray.dist.embed import EmbedJobConfig
-from t2v_ray.dist.experts import ExpertsConfig
-from t2v_ray.dist.grid import GridConfig, TrackingSettings
+from t2v_ray.distributed.embed import EmbedJobConfig
+from t2v_ray.distributed.experts import ExpertsConfig
+from t2v_ray.distributed.grid import GridConfig, TrackingSettings
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,10 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     stage("library", lambda: build_library(cfg, log))
 
     def experts() -> None:
-        from t2v_ray.dist.experts import train_experts
+        from t2v_ray.distributed.experts import train_experts
 
         ecfg = replace(cfg.experts, tasks=pick_expert_tasks(cfg, lib), tracking=track)
-        from t2v_ray.dist.experts_cli import print_index
+        from t2v_ray.distributed.experts_cli import print_index
 
         index, failed = train_experts(ecfg, lib, res)
         print_index(index, f"experts ({res})")
@@ -170,14 +170,14 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     stage("experts", experts)
 
     def embed() -> None:
-        from t2v_ray.dist.embed import run_embed
+        from t2v_ray.distributed.embed import run_embed
 
         mlflow = (
             replace(cfg.embed.mlflow, tracking_uri=tracking)
             if cfg.embed.mlflow.tracking_uri is None
             else cfg.embed.mlflow
         )
-        from t2v_ray.dist.embed_cli import render_summary
+        from t2v_ray.distributed.embed_cli import render_summary
 
         summary = run_embed(replace(cfg.embed, library=lib, out=res, mlflow=mlflow))
         log(render_summary(summary))
@@ -185,8 +185,8 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     stage("embed", embed)
 
     def grid() -> None:
-        from t2v_ray.dist.grid import run_grid
-        from t2v_ray.dist.grid_cli import print_summary, summarize
+        from t2v_ray.distributed.grid import run_grid
+        from t2v_ray.distributed.grid_cli import print_summary, summarize
 
         t0 = time.perf_counter()
         table = run_grid(replace(cfg.grid, tracking=track), lib, res, res)

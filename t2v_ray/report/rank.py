@@ -158,7 +158,7 @@ def rank_experts(
 def load_embed_job(results: str) -> Any:
     """The embed stage's resolved config (``EmbedJobConfig``) saved under ``results``."""
     from t2v_ray.config import from_dict
-    from t2v_ray.dist.embed import EmbedJobConfig
+    from t2v_ray.distributed.embed import EmbedJobConfig
 
     data = read_embed_config(results)
     if not data:

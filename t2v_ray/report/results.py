@@ -29,7 +29,7 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 GRID_FILE = "grid.parquet"
 EXPERTS_FILE = "experts.parquet"
 LIBRARY_POINTER = "library"
-EMBED_CONFIG_FILE = "embed_config.yaml"  # written by t2v_ray.dist.embed (CONFIG_FILE)
+EMBED_CONFIG_FILE = "embed_config.yaml"  # written by t2v_ray.distributed.embed (CONFIG_FILE)
 SELECT_DIR = "select"
 
 

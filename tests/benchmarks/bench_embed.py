@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[2])  # repo root, for `tests.dist.conftest`
+sys.path[0] = str(Path(__file__).resolve().parents[2])  # repo root, for `tests.distributed.conftest`
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +43,7 @@ def build_library(root: Path) -> str:
     try:
         from t2v_ray.data.builders.glyphs import build_glyphs
     except ImportError:  # glyph builder missing: a synthetic library of similar size
-        from tests.dist.conftest import build_synthetic_library
+        from tests.distributed.conftest import build_synthetic_library
 
         build_synthetic_library(uri, n_tasks=16, per_class=40)
         return uri
@@ -57,7 +57,7 @@ def bare_seconds(cfg, task_ids: list[str]) -> list[float]:
 
     from t2v_ray.data.dataset import TaskDataset
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.embed_worker import build_probe
+    from t2v_ray.distributed.embed_worker import build_probe
     from t2v_ray.task2vec import Task2Vec
 
     torch.set_num_threads(1)
@@ -113,7 +113,7 @@ def main() -> int:
 
     from t2v_ray.core.heads import HeadConfig
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.embed import EmbedJobConfig, MlflowConfig, run_embed
+    from t2v_ray.distributed.embed import EmbedJobConfig, MlflowConfig, run_embed
     from t2v_ray.task2vec import EmbedConfig
 
     root = Path(tempfile.mkdtemp(prefix="bench-embed-"))

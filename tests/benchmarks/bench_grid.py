@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def _setup(tmp: Path, args: argparse.Namespace) -> tuple[str, list[str], list[str]]:
-    from t2v_ray.dist.experts import ExpertsConfig, ExpertStore, build_expert
+    from t2v_ray.distributed.experts import ExpertsConfig, ExpertStore, build_expert
     from tests.train.tiny_tasks import build_tiny_library
 
     lib = str(tmp / "library")
@@ -44,8 +44,8 @@ def _baseline(lib: str, store: str, experts: list[str], tasks: list[str]) -> dic
     import torch
 
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.experts import ExpertStore
-    from t2v_ray.dist.features import FeatureSettings, extract_pair
+    from t2v_ray.distributed.experts import ExpertStore
+    from t2v_ray.distributed.features import FeatureSettings, extract_pair
 
     torch.set_num_threads(1)
     library, out = TaskLibrary.open(lib), {}
@@ -60,7 +60,7 @@ def _baseline(lib: str, store: str, experts: list[str], tasks: list[str]) -> dic
 
 
 def _grid(tmp: Path, lib: str, name: str, transfer: bool, concurrent: int) -> tuple[float, list[dict]]:
-    from t2v_ray.dist.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
+    from t2v_ray.distributed.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
 
     cfg = GridConfig(
         transfer=transfer,
@@ -115,7 +115,7 @@ def main() -> int:
     lib, tasks, experts = _setup(tmp, args)
     extract = _baseline(lib, str(tmp / "store"), experts, tasks)
 
-    from t2v_ray.dist.ray_utils import init_ray
+    from t2v_ray.distributed.ray_utils import init_ray
 
     init_ray(num_cpus=2)
     reports = [_report("grid, 1 trial at a time", *_grid(tmp, lib, "serial", args.transfer, 1), extract)]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from t2v_ray.data.library import TaskLibrary
-from t2v_ray.dist.results import ResultStore
+from t2v_ray.distributed.results import ResultStore
 
 from .fake_cluster import FakeMultiNodeCluster, _pids_mentioning
 

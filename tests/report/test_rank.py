@@ -61,7 +61,7 @@ def probe_results(tmp_path_factory, synth):
     """A results root whose embeddings have the dimension and weights hash of a random-init small_cnn."""
     from t2v_ray.config import to_dict
     from t2v_ray.core.heads import HeadConfig
-    from t2v_ray.dist.embed import EmbedJobConfig
+    from t2v_ray.distributed.embed import EmbedJobConfig
     from t2v_ray.report.rank import build_embedder
     from t2v_ray.task2vec import EmbedConfig
 

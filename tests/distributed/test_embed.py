@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from t2v_ray.core.heads import HeadConfig
-from t2v_ray.dist.embed import EmbedJobConfig, MlflowConfig, run_embed
-from t2v_ray.dist.results import ResultStore
+from t2v_ray.distributed.embed import EmbedJobConfig, MlflowConfig, run_embed
+from t2v_ray.distributed.results import ResultStore
 from t2v_ray.task2vec import EmbedConfig
-from tests.dist.conftest import build_synthetic_library
+from tests.distributed.conftest import build_synthetic_library
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2v_ray.dist.experts import (
+from t2v_ray.distributed.experts import (
     GENERIC_ID,
     ExpertError,
     ExpertsConfig,

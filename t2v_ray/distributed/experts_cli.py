@@ -1,7 +1,7 @@
-"""``t2v experts``: fine-tune expert feature extractors on Ray Tune (library code in :mod:`t2v_ray.dist.experts`).
+"""``t2v experts``: fine-tune expert feature extractors on Ray Tune (library code in :mod:`t2v_ray.distributed.experts`).
 
 Config precedence: defaults in code (the paper's recipe) < ``--config FILE`` (YAML of
-:class:`~t2v_ray.dist.experts.ExpertsConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
+:class:`~t2v_ray.distributed.experts.ExpertsConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
 
     t2v experts train --library s3://b/glyphs --probe resnet34 --weights default --out s3://b/run \\
         --tasks scripts/Latin,scripts/Greek train.finetune_epochs=20 tune.gpus_per_trial=0.5
@@ -35,8 +35,8 @@ _FLAG_KEYS = {
 
 
 def load_experts_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve an :class:`~t2v_ray.dist.experts.ExpertsConfig` from YAML and dotted overrides."""
-    from t2v_ray.dist.experts import ExpertsConfig
+    """Resolve an :class:`~t2v_ray.distributed.experts.ExpertsConfig` from YAML and dotted overrides."""
+    from t2v_ray.distributed.experts import ExpertsConfig
 
     return resolve_stage_config(ExpertsConfig, config, overrides)
 
@@ -58,7 +58,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Restore the interrupted Tune run first."),
 ) -> None:
     """Fine-tune one expert per task (or per group in the config), plus the generic expert."""
-    from t2v_ray.dist.experts import train_experts
+    from t2v_ray.distributed.experts import train_experts
 
     flags = dict(
         probe=probe,
@@ -83,7 +83,7 @@ def train(
 @app.command("list")
 def list_experts(out: str = typer.Option(..., "--out", help="Storage root holding experts/.")) -> None:
     """Print the experts index (id, architecture, source tasks, test error)."""
-    from t2v_ray.dist.experts import ExpertStore
+    from t2v_ray.distributed.experts import ExpertStore
 
     print_index(ExpertStore(out).read_index(), f"experts in {out}")
 

@@ -11,10 +11,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from t2v_ray.dist.results import embedding_row, error_row
+from t2v_ray.distributed.results import embedding_row, error_row
 
 if TYPE_CHECKING:
-    from t2v_ray.dist.embed import EmbedJobConfig
+    from t2v_ray.distributed.embed import EmbedJobConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EmbedWorker:
         import torch
 
         from t2v_ray.data.library import TaskLibrary
-        from t2v_ray.dist.ray_utils import retry_io
+        from t2v_ray.distributed.ray_utils import retry_io
         from t2v_ray.task2vec import Task2Vec
 
         if use_gpu and not torch.cuda.is_available():
@@ -84,7 +84,7 @@ class EmbedWorker:
         from datetime import UTC, datetime
 
         from t2v_ray.data.library import LibraryError
-        from t2v_ray.dist.ray_utils import TransientIOError
+        from t2v_ray.distributed.ray_utils import TransientIOError
 
         t0, c0 = time.perf_counter(), time.process_time()
         try:
@@ -104,7 +104,7 @@ class EmbedWorker:
 
     def _embed(self, task_id: str) -> dict[str, Any]:
         from t2v_ray.data.dataset import TaskDataset
-        from t2v_ray.dist.ray_utils import retry_io
+        from t2v_ray.distributed.ray_utils import retry_io
 
         cfg = self.cfg
         read = lambda: self.library.read_task(task_id, split="train")  # noqa: E731

@@ -1,5 +1,5 @@
 """The expert×task classifier grid on Ray Tune (paper §4, supplement §4.1); the Tune plumbing it shares with
-expert training lives in :mod:`t2v_ray.dist.tune_utils` (re-exported here).
+expert training lives in :mod:`t2v_ray.distributed.tune_utils` (re-exported here).
 
 One Tune trial per (expert_id, task_id) pair (:func:`run_pair` does the work, :func:`run_grid` drives); the
 ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
@@ -29,8 +29,8 @@ from typing import Any
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.dist.features import FeatureSettings, collect_grid, read_pair, read_pairs, write_pair
-from t2v_ray.dist.tune_utils import (  # noqa: F401  (re-exported: pipeline, jobs and tests import them here)
+from t2v_ray.distributed.features import FeatureSettings, collect_grid, read_pair, read_pairs, write_pair
+from t2v_ray.distributed.tune_utils import (  # noqa: F401  (re-exported: pipeline, jobs and tests import them here)
     DEFAULT_DATA_DIR,
     TrackingSettings,
     TuneSettings,
@@ -121,8 +121,8 @@ def _cached(key: tuple, build: Callable[[], Any]) -> Any:
 
 def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.experts import ExpertStore
-    from t2v_ray.dist.features import extract_pair, get_or_extract
+    from t2v_ray.distributed.experts import ExpertStore
+    from t2v_ray.distributed.features import extract_pair, get_or_extract
     from t2v_ray.train.classifier import fit_classifier
     from t2v_ray.train.scores import transfer_scores
 
@@ -158,7 +158,7 @@ def run_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     """
     import uuid
 
-    from t2v_ray.dist.results import STATUS_ERROR, STATUS_OK
+    from t2v_ray.distributed.results import STATUS_ERROR, STATUS_OK
 
     rhash = ctx.cfg.result_hash()
     old = read_pair(ctx.out_uri, expert_id, task_id)
@@ -186,7 +186,7 @@ def _log_pair(ctx: GridContext, row: dict) -> str | None:
     """One MLflow run per pair; a FINISHED run of the same pair and config (a killed attempt's) is reused."""
     import math
 
-    from t2v_ray.dist.results import STATUS_OK
+    from t2v_ray.distributed.results import STATUS_OK
     from t2v_ray.track import run_name, run_tags
 
     tracker = ctx.tracker
@@ -247,7 +247,7 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
 
     Unknown task ids raise (a config error); unknown or broken experts become error rows when their pairs run.
     """
-    from t2v_ray.dist.experts import ExpertStore
+    from t2v_ray.distributed.experts import ExpertStore
 
     experts = list(cfg.experts) or ExpertStore(experts_uri).expert_ids()
     if not experts:
@@ -260,7 +260,7 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
 
 def _record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
     """Trials that failed past their retries still get a row saying why (unless the pair got done meanwhile)."""
-    from t2v_ray.dist.results import STATUS_ERROR, STATUS_OK
+    from t2v_ray.distributed.results import STATUS_ERROR, STATUS_OK
 
     for item, message in failures:
         e, t = item.get("expert_id"), item.get("task_id")
@@ -286,8 +286,8 @@ def run_grid(cfg: GridConfig, library_uri: str, experts_uri: str, out_uri: str, 
     from ray import tune
 
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.ray_utils import init_ray
-    from t2v_ray.dist.results import STATUS_OK
+    from t2v_ray.distributed.ray_utils import init_ray
+    from t2v_ray.distributed.results import STATUS_OK
     from t2v_ray.track import Tracker, experiment_name, run_tags
 
     library_uri, experts_uri, out_uri = str(library_uri), str(experts_uri), str(out_uri)

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.dist.tune_utils import (
+from t2v_ray.distributed.tune_utils import (
     TrackingSettings,
     TuneSettings,
     apply_trial_env,
@@ -399,7 +399,7 @@ def train_experts(
     from ray import tune
 
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.dist.ray_utils import init_ray
+    from t2v_ray.distributed.ray_utils import init_ray
     from t2v_ray.track import Tracker, experiment_name, run_tags
 
     lib = TaskLibrary.open(library_uri)

@@ -192,7 +192,7 @@ def grid_schema() -> Any:
 
 def pair_uri(out_uri: str, expert_id: str, task_id: str) -> str:
     """Where one pair's result record lives (task ids made folder-safe)."""
-    from t2v_ray.dist.experts import expert_id_for
+    from t2v_ray.distributed.experts import expert_id_for
 
     return storage.join(out_uri, PAIRS_DIR, expert_id, f"{expert_id_for(task_id)}.json")
 
@@ -225,7 +225,7 @@ def read_pairs(out_uri: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str
 
 def collect_grid(out_uri: str, pairs: Sequence[tuple[str, str]]) -> Any:
     """``grid.parquet`` content: exactly one row per pair, in plan order; a pair without a record is ``missing``."""
-    from t2v_ray.dist.results import rows_to_table
+    from t2v_ray.distributed.results import rows_to_table
 
     found = read_pairs(out_uri, pairs)
     missing = {"status": "missing", "error": "no result recorded (run the grid again to compute it)"}

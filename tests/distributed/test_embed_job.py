@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2v_ray.dist.results import ResultStore
-from tests.dist.conftest import build_synthetic_library
+from t2v_ray.distributed.results import ResultStore
+from tests.distributed.conftest import build_synthetic_library
 from tests.e2e.procs import BASE_ENV, free_ports, start, wait_http
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Ray Tune plumbing shared by the classifier grid (:mod:`t2v_ray.dist.grid`) and expert training
-(:mod:`t2v_ray.dist.experts`): scheduling and tracking settings, the driver environment trials re-apply, where
+"""Ray Tune plumbing shared by the classifier grid (:mod:`t2v_ray.distributed.grid`) and expert training
+(:mod:`t2v_ray.distributed.experts`): scheduling and tracking settings, the driver environment trials re-apply, where
 Tune keeps experiment state, and running one trial per item with restore-on-resume.
 
 Ray is imported inside the functions that need it, so importing this module stays light.
@@ -58,7 +58,7 @@ class TrackingSettings:
 
 def forwarded_env() -> dict[str, str]:
     """Storage endpoint settings of the driver that trials re-apply (secrets stay with the nodes' environment)."""
-    from t2v_ray.dist.ray_utils import FORWARDED_ENV
+    from t2v_ray.distributed.ray_utils import FORWARDED_ENV
 
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
@@ -134,7 +134,7 @@ def run_trials(
     """
     from ray import tune
 
-    from t2v_ray.dist.ray_utils import keep_credentials_out_of_tune
+    from t2v_ray.distributed.ray_utils import keep_credentials_out_of_tune
 
     keep_credentials_out_of_tune()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}

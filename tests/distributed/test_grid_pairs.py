@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from t2v_ray.data import storage
-from t2v_ray.dist import features as fcache
-from t2v_ray.dist.experts import ExpertsConfig, build_expert
-from t2v_ray.dist.grid import GridConfig, GridContext, collect_grid, run_pair
+from t2v_ray.distributed import features as fcache
+from t2v_ray.distributed.experts import ExpertsConfig, build_expert
+from t2v_ray.distributed.grid import GridConfig, GridContext, collect_grid, run_pair
 from t2v_ray.track import NoopTracker
 from t2v_ray.train.classifier import ClassifierConfig
 from t2v_ray.train.features import FeatureSet
@@ -111,7 +111,7 @@ def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
 def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replace_an_ok_one(setup):
     from types import SimpleNamespace
 
-    from t2v_ray.dist.grid import _record_failures, read_pair, trial_errors
+    from t2v_ray.distributed.grid import _record_failures, read_pair, trial_errors
 
     _, out = setup
     ok = run_pair("generic", "shapes", _ctx(setup))

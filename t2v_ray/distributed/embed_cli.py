@@ -1,4 +1,4 @@
-"""``t2v embed``: embed a library's tasks on Ray (library code in :mod:`t2v_ray.dist.embed`).
+"""``t2v embed``: embed a library's tasks on Ray (library code in :mod:`t2v_ray.distributed.embed`).
 
 Config precedence: defaults in code < ``--config FILE`` (YAML) < flags < trailing ``key.sub=value`` overrides
 (values parsed as YAML scalars; unknown keys are errors). Example::
@@ -42,14 +42,14 @@ def flag_overrides(flags: dict[str, Any]) -> list[str]:
 
 
 def load_embed_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve an :class:`~t2v_ray.dist.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
-    from t2v_ray.dist.embed import EmbedJobConfig
+    """Resolve an :class:`~t2v_ray.distributed.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
+    from t2v_ray.distributed.embed import EmbedJobConfig
 
     return common.resolve_stage_config(EmbedJobConfig, config, overrides)
 
 
 def render_summary(summary: Any) -> Any:
-    """A rich table of a run's :class:`~t2v_ray.dist.embed.EmbedSummary` (counts, time, errors)."""
+    """A rich table of a run's :class:`~t2v_ray.distributed.embed.EmbedSummary` (counts, time, errors)."""
     from rich.table import Table
 
     table = Table(title=f"t2v embed -> {summary.out}", show_header=True)
@@ -106,7 +106,7 @@ def embed(
     strict: bool = typer.Option(False, "--strict", help="Exit 2 when any task ends in error."),
 ) -> None:
     """Embed every (selected) task of a library with TASK2VEC on a pool of Ray actors."""
-    from t2v_ray.dist.embed import run_embed
+    from t2v_ray.distributed.embed import run_embed
 
     flags = dict(
         library=library,

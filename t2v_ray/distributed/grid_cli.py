@@ -1,7 +1,7 @@
-"""``t2v grid``: the expert×task classifier grid on Ray Tune (library code in :mod:`t2v_ray.dist.grid`).
+"""``t2v grid``: the expert×task classifier grid on Ray Tune (library code in :mod:`t2v_ray.distributed.grid`).
 
 Config precedence: defaults in code (the paper's classifier recipe) < ``--config FILE`` (YAML of
-:class:`~t2v_ray.dist.grid.GridConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
+:class:`~t2v_ray.distributed.grid.GridConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
 
     t2v grid run --library s3://b/glyphs --experts s3://b/run --out s3://b/run --gpus-per-trial 0.25 \\
         classifier.epochs=8
@@ -36,8 +36,8 @@ _FLAG_KEYS = {
 
 
 def load_grid_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve a :class:`~t2v_ray.dist.grid.GridConfig` from YAML and dotted overrides."""
-    from t2v_ray.dist.grid import GridConfig
+    """Resolve a :class:`~t2v_ray.distributed.grid.GridConfig` from YAML and dotted overrides."""
+    from t2v_ray.distributed.grid import GridConfig
 
     return resolve_stage_config(GridConfig, config, overrides)
 
@@ -92,7 +92,7 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Exit 2 when any pair is not ok."),
 ) -> None:
     """Train a linear classifier on every (expert, task) pair; write grid.parquet and one MLflow run per pair."""
-    from t2v_ray.dist.grid import run_grid
+    from t2v_ray.distributed.grid import run_grid
 
     flags = dict(
         tasks=tasks,

@@ -3,7 +3,7 @@
 Each :class:`EmbedWorker` actor loads the probe once, then reads the tasks it is given straight from the library
 URI (the driver ships task ids only) and returns one result row per task. The driver (:func:`run_embed`) hands the
 next task to whichever actor frees up, writes rows incrementally to ``<out>/embeddings.parquet``
-(:class:`~t2v_ray.dist.results.ResultStore`), logs one MLflow child run per task, and skips tasks whose ``ok`` row
+(:class:`~t2v_ray.distributed.results.ResultStore`), logs one MLflow child run per task, and skips tasks whose ``ok`` row
 has the same (probe hash, config hash, data hash) cache key.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from t2v_ray.config import config_hash, to_dict
-from t2v_ray.dist.embed_worker import EmbedWorker, probe_identity, worker_threads
-from t2v_ray.dist.results import (
+from t2v_ray.distributed.embed_worker import EmbedWorker, probe_identity, worker_threads
+from t2v_ray.distributed.results import (
     STATUS_OK,
     ResultStore,
     error_row,
@@ -275,7 +275,7 @@ class _Driver:
             ray.shutdown()
 
     def _start_pool(self) -> Any:
-        from t2v_ray.dist.ray_utils import DynamicPool, check_resources, init_ray
+        from t2v_ray.distributed.ray_utils import DynamicPool, check_resources, init_ray
 
         self.started_ray = init_ray(self.cfg.address, self.cfg.local_cpus)
         check_resources(self.cfg.cpus_per_actor, self.cfg.gpus_per_actor, local=self.started_ray)
@@ -290,7 +290,7 @@ class _Driver:
     def _start_actors(self) -> list[Any]:
         import ray
 
-        from t2v_ray.dist.ray_utils import worker_env
+        from t2v_ray.distributed.ray_utils import worker_env
 
         cfg = self.cfg
         threads = worker_threads(cfg.cpus_per_actor)

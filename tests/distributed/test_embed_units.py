@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from t2v_ray.config import ConfigError
-from t2v_ray.dist.embed import select_tasks
-from t2v_ray.dist.embed_cli import flag_overrides, load_embed_config
-from t2v_ray.dist.embed_worker import _describe_error
-from t2v_ray.dist.ray_utils import TransientIOError, retry_io
-from t2v_ray.dist.results import EMBEDDING_SCHEMA, ResultStore, is_cached, latest_per_key, rows_to_table
+from t2v_ray.distributed.embed import select_tasks
+from t2v_ray.distributed.embed_cli import flag_overrides, load_embed_config
+from t2v_ray.distributed.embed_worker import _describe_error
+from t2v_ray.distributed.ray_utils import TransientIOError, retry_io
+from t2v_ray.distributed.results import EMBEDDING_SCHEMA, ResultStore, is_cached, latest_per_key, rows_to_table
 
 
 def _row(task_id: str, status: str = "ok", **kw) -> dict:
@@ -141,7 +141,7 @@ def test_error_messages_name_the_task_once():
 
 def test_cli_module_imports_no_heavy_libraries():
     code = (
-        "import sys, t2v_ray.dist.embed_cli; "
+        "import sys, t2v_ray.distributed.embed_cli; "
         "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -149,7 +149,7 @@ def test_cli_module_imports_no_heavy_libraries():
 
 
 def test_validate_rejects_unusable_settings_and_makes_local_paths_absolute(tmp_path: Path, monkeypatch):
-    from t2v_ray.dist.embed import EmbedJobConfig
+    from t2v_ray.distributed.embed import EmbedJobConfig
 
     monkeypatch.chdir(tmp_path)
     cfg = EmbedJobConfig(library="lib", out="s3://bucket/out").validate()

@@ -19,8 +19,8 @@ import pytest
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.dist.experts import ExpertsConfig, train_experts
-from t2v_ray.dist.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
+from t2v_ray.distributed.experts import ExpertsConfig, train_experts
+from t2v_ray.distributed.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
 from t2v_ray.train.classifier import ClassifierConfig
 from t2v_ray.train.experts import ExpertTrainConfig
 from tests.train.tiny_tasks import TASKS, build_tiny_library
@@ -126,7 +126,7 @@ def test_an_expert_beats_the_generic_expert_on_its_own_task(world):
 _DRIVER = """
 import json, sys
 from t2v_ray.config import from_dict
-from t2v_ray.dist.grid import GridConfig, run_grid
+from t2v_ray.distributed.grid import GridConfig, run_grid
 run_grid(from_dict(GridConfig, json.loads(sys.argv[1])), *sys.argv[2:5])
 """
 
@@ -139,7 +139,7 @@ def _records(out: Path) -> dict[tuple[str, str], dict]:
 def test_killed_driver_resumes_without_redoing_finished_pairs(world):
     import ray
 
-    from t2v_ray.dist.grid import _latest_restorable, state_key
+    from t2v_ray.distributed.grid import _latest_restorable, state_key
 
     out = world.tmp / "killed"
     tune = dataclasses.replace(world.tune, ray_address=ray.get_runtime_context().gcs_address)
