@@ -23,14 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.config import load_config
-    from t2v_ray.pipeline import PipelineConfig, run_pipeline
+    from rich.console import Console
 
-    result = run_pipeline(load_config(PipelineConfig, args.config, args.overrides))
+    from t2v_ray.config import load_config
+    from t2v_ray.pipeline import PipelineConfig, StageError, exit_code, run_pipeline
+
+    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    try:
+        result = run_pipeline(cfg, log=Console(width=130).print)
+    except StageError as err:
+        print(f"pipeline stopped: {err}", file=sys.stderr)
+        return 1
     for protocol, table in result["tables"].items():
         print(f"\nTable 1 ({protocol}):\n{table.to_string(index=False)}")
     print("stage seconds:", {k: round(v, 1) for k, v in result["seconds"].items()})
-    return 0
+    for failures in result["failures"]:
+        print(f"partial: {failures.line()}", file=sys.stderr)
+    return exit_code(cfg, result)
 
 
 if __name__ == "__main__":

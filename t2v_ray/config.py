@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -22,6 +23,88 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+class _PathKind:
+    """Marker in ``Annotated`` field types: the field holds a location that :func:`resolve_paths` makes absolute."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_URI, _WEIGHTS = _PathKind("uri"), _PathKind("weights")
+Uri = Annotated[str, _URI]
+"""A folder, ``file://``, ``sqlite:///`` or remote (``s3://``, ``http://``) location; local ones become absolute."""
+Weights = Annotated[str, _WEIGHTS]
+"""``default``, a torchvision weights name, or a path/URI of a state dict (only paths become absolute)."""
+
+_REMOTE_SCHEMES = ("s3://", "gs://", "http://", "https://", "hdfs://", "databricks", "mlflow-artifacts:")
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a local path made absolute against the current directory; remote URIs unchanged.
+
+    Ray Tune runs each trial in its own directory and remote workers have other working directories, so a
+    relative path must never reach a stage: ``t2v-data`` -> ``/cwd/t2v-data``, ``file://x`` -> ``file:///cwd/x``,
+    ``sqlite:///x.db`` (relative, SQLAlchemy's convention) -> ``sqlite:////cwd/x.db``.
+    """
+    if not uri or uri.startswith(_REMOTE_SCHEMES):
+        return uri
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///") :].partition("?")
+        if path in ("", ":memory:"):
+            return uri
+        return "sqlite:///" + os.path.abspath(os.path.expanduser(path)) + sep + query
+    if uri.startswith("file://"):
+        return "file://" + os.path.abspath(os.path.expanduser(uri[len("file://") :]))
+    if "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def _absolute_weights(value: str) -> str:
+    looks_like_path = "/" in value or value.startswith(("~", ".")) or value.endswith((".pt", ".pth"))
+    return absolute_uri(value) if looks_like_path else value
+
+
+def resolve_paths(cfg: T) -> T:
+    """Copy of ``cfg`` (a dataclass, nested ones included) with every ``Uri``/``Weights`` field made absolute.
+
+    :func:`load_config` calls this, so every config that a CLI, job or the pipeline loads carries absolute
+    local paths before any stage, actor or Tune trial sees it. Idempotent.
+    """
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = resolve_paths(value)
+        elif isinstance(value, str):
+            kind = _path_kind(hints.get(f.name))
+            new = (
+                absolute_uri(value)
+                if kind is _URI
+                else _absolute_weights(value)
+                if kind is _WEIGHTS
+                else value
+            )
+        else:
+            continue
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[type-var]
+
+
+def _path_kind(tp: Any) -> _PathKind | None:
+    """The marker of an ``Annotated[str, kind]`` type, also inside ``X | None``."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, _PathKind)), None)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((k for a in typing.get_args(tp) if (k := _path_kind(a)) is not None), None)
+    return None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -173,7 +256,7 @@ def load_config(
             raise ConfigError(f"{path}: top level must be a mapping")
         merge(data, _expand_env(loaded))
     merge(data, _expand_env(apply_overrides({}, overrides)))
-    return from_dict(cls, data)
+    return resolve_paths(from_dict(cls, data))
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -57,15 +57,20 @@ def demo(
     from rich.console import Console
 
     from t2v_ray.config import load_config
-    from t2v_ray.pipeline import PipelineConfig, run_pipeline
+    from t2v_ray.pipeline import PipelineConfig, StageError, exit_code, run_pipeline
 
     # Table 1 needs ~110 columns; rich would wrap it into an unreadable tower in a narrow pipe/CI log.
     console = Console(width=None if sys.stdout.isatty() else 130)
     base = config or Path(__file__).resolve().parent / "configs" / "demo.yaml"
     ovr = [f"storage={storage}", f"library.preset={preset}", f"n_experts={experts}", *(overrides or [])]
     cfg = load_config(PipelineConfig, base, ovr)
-    result = run_pipeline(cfg, log=console.print)
+    try:
+        result = run_pipeline(cfg, log=console.print)
+    except StageError as err:
+        console.print(f"[bold red]t2v demo stopped:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
     _print_result(console, cfg, result)
+    raise typer.Exit(exit_code(cfg, result))
 
 
 def _print_result(console, cfg, result: dict) -> None:
@@ -87,6 +92,21 @@ def _print_result(console, cfg, result: dict) -> None:
         + f" (total {sum(secs.values()):.0f}s)"
     )
     console.print(f"Browse everything in MLflow:  mlflow ui --backend-store-uri {_tracking(cfg)}")
+    print_failures(console, cfg, result)
+
+
+def print_failures(console, cfg, result: dict) -> None:
+    """The stages where some items failed, one line each, and what that does to the exit code."""
+    failures = result.get("failures") or []
+    if not failures:
+        return
+    console.print("[bold yellow]partial failures (Table 1 covers only what succeeded):[/]")
+    for f in failures:
+        console.print(f"  [yellow]{f.line()}[/]", soft_wrap=True)
+    if cfg.allow_partial:
+        console.print("  allow_partial: true, so the exit code stays 0")
+    else:
+        console.print("  exit code 2 (set allow_partial=true to accept partial results)")
 
 
 def render_table1(table, protocol: str):

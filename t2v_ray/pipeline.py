@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from t2v_ray.config import Uri
 from t2v_ray.distributed.embed import EmbedJobConfig
 from t2v_ray.distributed.experts import ExpertsConfig
 from t2v_ray.distributed.grid import GridConfig, TrackingSettings
@@ -36,7 +37,7 @@ class LibrarySettings:
 
     source: str = "glyphs"
     preset: str = "small"
-    uri: str | None = None
+    uri: Uri | None = None
     seed: int = 0
 
 
@@ -55,10 +56,12 @@ class PipelineConfig:
         protocols: selection protocols to evaluate (``taxonomy``, ``mixed``).
         n_boot: bootstrap resamples for the Table 1 intervals.
         stages: which stages to run, in order.
+        allow_partial: exit 0 although some experts, tasks or pairs failed (a stage that produced nothing
+            usable always stops the pipeline).
     """
 
-    storage: str = "t2v-data"
-    tracking_uri: str | None = None
+    storage: Uri = "t2v-data"
+    tracking_uri: Uri | None = None
     library: LibrarySettings = field(default_factory=LibrarySettings)
     n_experts: int = 4
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
@@ -67,6 +70,7 @@ class PipelineConfig:
     protocols: tuple[str, ...] = ("taxonomy", "mixed")
     n_boot: int = 1000
     stages: tuple[str, ...] = ("library", "experts", "embed", "grid", "select")
+    allow_partial: bool = False
 
 
 STAGES = ("library", "experts", "embed", "grid", "select")
@@ -136,28 +140,83 @@ def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:
     return tuple(t.task_id for t in tasks[: cfg.n_experts])
 
 
+@dataclass(frozen=True)
+class StageFailures:
+    """Items of one stage that failed: ``failed`` of ``total`` (expert, task or expert × task ids with messages).
+
+    Attributes:
+        stage: pipeline stage name.
+        total: items the stage attempted or reused.
+        failed: ``(item, error message)`` per failed item.
+        where: where the stage's error rows are stored.
+    """
+
+    stage: str
+    total: int
+    failed: tuple[tuple[str, str], ...]
+    where: str
+
+    @property
+    def usable(self) -> bool:
+        return self.total > len(self.failed)
+
+    def line(self) -> str:
+        """One line: stage, counts, the first error and where the rest are."""
+        item, msg = self.failed[0]
+        first = " ".join(msg.split())[:300]
+        return (
+            f"{self.stage}: {len(self.failed)} of {self.total} failed; first: {item}: {first} "
+            f"(all errors: {self.where})"
+        )
+
+
+class StageError(RuntimeError):
+    """A stage produced nothing usable; the pipeline stopped there."""
+
+    def __init__(self, failures: StageFailures) -> None:
+        super().__init__(f"stage {failures.line()}")
+        self.failures = failures
+
+
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the configured stages; returns {stage: seconds} plus the Table 1 of each protocol."""
+    """Run the configured stages.
+
+    Returns:
+        ``{"seconds": {stage: s}, "tables": {protocol: Table 1}, "files": {...}, "failures": [StageFailures]}``;
+        ``failures`` lists the stages where some items failed (see :func:`exit_code`).
+
+    Raises:
+        StageError: a stage produced nothing usable (e.g. every fine-tuned expert failed).
+    """
+    from t2v_ray.config import resolve_paths
+
+    cfg = resolve_paths(cfg)  # configs built in code, not by load_config, get absolute paths here too
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
     lib, res, tracking = library_uri(cfg), results_uri(cfg), _tracking(cfg)
     track = TrackingSettings(uri=tracking, enabled=cfg.grid.tracking.enabled)
-    out: dict = {"seconds": {}, "tables": {}, "files": {}}
+    out: dict = {"seconds": {}, "tables": {}, "files": {}, "failures": []}
 
-    def stage(name: str, fn: Callable[[], object]) -> None:
+    def stage(name: str, fn: Callable[[], StageFailures | None]) -> None:
         if name not in cfg.stages:
             return
         log(f"\n=== {name} ===")
         t0 = time.perf_counter()
-        fn()
+        failures = fn()
         out["seconds"][name] = time.perf_counter() - t0
+        if failures is not None and failures.failed:
+            if not failures.usable:
+                raise StageError(failures)
+            out["failures"].append(failures)
+            log(f"[yellow]=== {name} done in {out['seconds'][name]:.1f}s, partial: {failures.line()}[/]")
+            return
         log(f"=== {name} done in {out['seconds'][name]:.1f}s ===")
 
-    stage("library", lambda: build_library(cfg, log))
+    stage("library", lambda: build_library(cfg, log) and None)
 
-    def experts() -> None:
-        from t2v_ray.distributed.experts import train_experts
+    def experts() -> StageFailures:
+        from t2v_ray.distributed.experts import GENERIC_ID, train_experts
 
         ecfg = replace(cfg.experts, tasks=pick_expert_tasks(cfg, lib), tracking=track)
         from t2v_ray.distributed.experts_cli import print_index
@@ -166,10 +225,14 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
         print_index(index, f"experts ({res})")
         for eid, msg in failed:
             log(f"[red]expert {eid} failed:[/] {msg}")
+        # Usable means at least one fine-tuned expert: with the generic one alone there is nothing to select.
+        fine_tuned = len(ecfg.tasks) + len(ecfg.groups)
+        bad = tuple((e, m) for e, m in failed if e != GENERIC_ID) if fine_tuned else tuple(failed)
+        return StageFailures("experts", fine_tuned or len(failed), bad, _join(res, "experts"))
 
     stage("experts", experts)
 
-    def embed() -> None:
+    def embed() -> StageFailures:
         from t2v_ray.distributed.embed import run_embed
 
         mlflow = (
@@ -181,16 +244,21 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
 
         summary = run_embed(replace(cfg.embed, library=lib, out=res, mlflow=mlflow))
         log(render_summary(summary))
+        where = _join(res, "embeddings.parquet") + " (status=error rows)"
+        return StageFailures("embed", summary.total, tuple(summary.errors), where)
 
     stage("embed", embed)
 
-    def grid() -> None:
+    def grid() -> StageFailures:
         from t2v_ray.distributed.grid import run_grid
         from t2v_ray.distributed.grid_cli import print_summary, summarize
 
         t0 = time.perf_counter()
         table = run_grid(replace(cfg.grid, tracking=track), lib, res, res)
-        print_summary(summarize(table, time.perf_counter() - t0), res)
+        summary = summarize(table, time.perf_counter() - t0)
+        print_summary(summary, res)
+        bad = tuple((f"{e} × {t}", f"{status}: {msg}") for e, t, status, msg in summary["bad"])
+        return StageFailures("grid", summary["pairs"], bad, _join(res, "grid.parquet") + " (status column)")
 
     stage("grid", grid)
 
@@ -219,6 +287,11 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
 
     stage("select", select)
     return out
+
+
+def exit_code(cfg: PipelineConfig, result: dict) -> int:
+    """0 when every item of every stage succeeded (or ``allow_partial``), else 2 (partial failures)."""
+    return 2 if result["failures"] and not cfg.allow_partial else 0
 
 
 _SELECT_KEY = "inputs.sha256"

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from t2v_ray.config import config_hash, to_dict
+from t2v_ray.config import Uri, Weights, absolute_uri, config_hash, to_dict
 from t2v_ray.distributed.embed_worker import EmbedWorker, probe_identity, worker_threads
 from t2v_ray.distributed.results import (
     STATUS_OK,
@@ -45,8 +44,8 @@ class MlflowConfig:
         experiment: experiment name; None = ``t2v/<library>/embed``.
     """
 
-    tracking_uri: str | None = None
-    artifact_root: str | None = None
+    tracking_uri: Uri | None = None
+    artifact_root: Uri | None = None
     enabled: bool = True
     experiment: str | None = None
 
@@ -81,11 +80,11 @@ class EmbedJobConfig:
         progress: show a progress bar.
     """
 
-    library: str = ""
+    library: Uri = ""
     probe: str = "efficientnet_lite0"
-    weights: str | None = "default"
+    weights: Weights | None = "default"
     input_size: int | None = None
-    out: str = ""
+    out: Uri = ""
     tasks: str = ""
     actors: int = 2
     cpus_per_actor: float = 1.0
@@ -115,11 +114,7 @@ class EmbedJobConfig:
             raise ValueError("need actors >= 1, cpus_per_actor > 0 and gpus_per_actor >= 0")
         if self.io_retries < 1:
             raise ValueError("io_retries counts attempts and must be >= 1")
-        return replace(self, library=_absolute(self.library), out=_absolute(self.out))
-
-
-def _absolute(uri: str) -> str:
-    return os.path.abspath(os.path.expanduser(uri)) if "://" not in uri else uri
+        return replace(self, library=absolute_uri(self.library), out=absolute_uri(self.out))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from t2v_ray.config import to_dict
+from t2v_ray.config import Weights, absolute_uri, to_dict
 from t2v_ray.data import storage
 from t2v_ray.distributed.tune_utils import (
     TrackingSettings,
@@ -203,7 +203,7 @@ class ExpertsConfig:
     """
 
     probe: str = "resnet34"
-    weights: str | None = "default"
+    weights: Weights | None = "default"
     input_size: int | None = None
     tasks: tuple[str, ...] = ()
     groups: dict[str, list[str]] = field(default_factory=dict)
@@ -402,6 +402,8 @@ def train_experts(
     from t2v_ray.distributed.ray_utils import init_ray
     from t2v_ray.track import Tracker, experiment_name, run_tags
 
+    # Tune runs each trial in its own working directory: no relative path may reach a trial.
+    library_uri, out_uri = absolute_uri(str(library_uri)), absolute_uri(str(out_uri))
     lib = TaskLibrary.open(library_uri)
     items = expert_plan(cfg, {t.task_id for t in lib.tasks})
     store = ExpertStore(out_uri)

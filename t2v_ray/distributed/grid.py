@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from t2v_ray.config import to_dict
+from t2v_ray.config import absolute_uri, to_dict
 from t2v_ray.data import storage
 from t2v_ray.distributed.features import FeatureSettings, collect_grid, read_pair, read_pairs, write_pair
 from t2v_ray.distributed.tune_utils import (  # noqa: F401  (re-exported: pipeline, jobs and tests import them here)
@@ -290,7 +290,8 @@ def run_grid(cfg: GridConfig, library_uri: str, experts_uri: str, out_uri: str, 
     from t2v_ray.distributed.results import STATUS_OK
     from t2v_ray.track import Tracker, experiment_name, run_tags
 
-    library_uri, experts_uri, out_uri = str(library_uri), str(experts_uri), str(out_uri)
+    # Tune runs each trial in its own working directory: no relative path may reach a trial.
+    library_uri, experts_uri, out_uri = (absolute_uri(str(u)) for u in (library_uri, experts_uri, out_uri))
     pairs = plan_pairs(cfg, TaskLibrary.open(library_uri), experts_uri)
     rhash = cfg.result_hash()
     done = {

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from t2v_ray.config import Uri
 from t2v_ray.data import storage
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class TuneSettings:
     max_concurrent: int = 0
     max_failures: int = 2
     reuse_actors: bool = True
-    storage_path: str | None = None
+    storage_path: Uri | None = None
     ray_address: str | None = None
     verbose: int = 1
 
@@ -51,8 +52,8 @@ class TuneSettings:
 class TrackingSettings:
     """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or ``sqlite:///./t2v-data/mlflow.db``."""
 
-    uri: str | None = None
-    artifact_root: str | None = None
+    uri: Uri | None = None
+    artifact_root: Uri | None = None
     enabled: bool = True
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from t2v_ray.config import Uri
 from t2v_ray.data import storage
 from t2v_ray.report.evaluate import SelectionDetails, evaluate_selection
 from t2v_ray.report.results import SELECT_DIR, ResultsPaths
@@ -36,12 +37,12 @@ class SelectConfig:
         track, tracking_uri: log to MLflow (``None``: ``MLFLOW_TRACKING_URI`` or ``./t2v-data/mlflow.db``).
     """
 
-    results: str = "t2v-data/results"
-    embeddings: str | None = None
-    grid: str | None = None
-    experts: str | None = None
-    library: str | None = None
-    out: str | None = None
+    results: Uri = "t2v-data/results"
+    embeddings: Uri | None = None
+    grid: Uri | None = None
+    experts: Uri | None = None
+    library: Uri | None = None
+    out: Uri | None = None
     protocol: str = "taxonomy"
     alpha: float = 0.15
     n_boot: int = 1000
@@ -50,7 +51,7 @@ class SelectConfig:
     probe: str | None = None
     method: str | None = None
     track: bool = True
-    tracking_uri: str | None = None
+    tracking_uri: Uri | None = None
 
 
 def resolve_config(
