@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,5 +180,19 @@ def trial_errors(results: Any) -> list[tuple[dict, str]]:
     for r in results:
         if r.error is not None:
             item = (r.config or {}).get("item", {})
-            out.append((item, f"{type(r.error).__name__}: {r.error}"[:2000]))
+            out.append((item, error_message(r.error)[:2000]))
     return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_message(err: BaseException) -> str:
+    """``Type: message`` of the exception a trial raised, unwrapped from Ray's ``RayTaskError`` (whose text is a
+    coloured remote traceback) so a summary line names the real cause, e.g. ``ValueError: Invalid learning rate``."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException) and cause is not err:
+        return error_message(cause)
+    text = _ANSI.sub("", str(err)).strip()
+    last = text.splitlines()[-1].strip() if text else ""
+    return last if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", last) else f"{type(err).__name__}: {last or text}"
