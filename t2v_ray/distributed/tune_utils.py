@@ -195,4 +195,8 @@ def error_message(err: BaseException) -> str:
         return error_message(cause)
     text = _ANSI.sub("", str(err)).strip()
     last = text.splitlines()[-1].strip() if text else ""
-    return last if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", last) else f"{type(err).__name__}: {last or text}"
+    return (
+        last
+        if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", last)
+        else f"{type(err).__name__}: {last or text}"
+    )
