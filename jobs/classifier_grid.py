@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 # Run as a script, sys.path[0] is jobs/ (whose file names must never shadow a stdlib module): replace it with the
@@ -29,16 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.distributed.grid import run_grid
-    from t2v_ray.distributed.grid_cli import load_grid_config, print_summary, summarize
+    from rich.console import Console
 
-    start = time.perf_counter()
-    cfg = load_grid_config(args.config, args.overrides)
-    summary = summarize(
-        run_grid(cfg, args.library, args.experts, args.out, args.resume), time.perf_counter() - start
-    )
-    print_summary(summary, args.out)
-    return 2 if args.strict and summary["bad"] else 0
+    from t2v_ray.cli.grid import load_grid_config
+    from t2v_ray.stages.grid import run_grid
+
+    where = [f"library={args.library}", f"expert_store={args.experts}", f"out={args.out}"]
+    cfg = load_grid_config(args.config, [*where, f"resume={args.resume}", *args.overrides])
+    summary = run_grid(cfg)
+    Console().print(summary.table())
+    return 2 if args.strict and summary.bad else 0
 
 
 if __name__ == "__main__":

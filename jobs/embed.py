@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.distributed.embed import run_embed
-    from t2v_ray.distributed.embed_cli import exit_code, load_embed_config, print_summary
+    from t2v_ray.cli.embed import load_embed_config, print_summary
+    from t2v_ray.stages.embed import exit_code, run_embed
 
     summary = run_embed(load_embed_config(args.config, args.overrides))
     print_summary(summary)

@@ -2,7 +2,7 @@
 
     ray job submit --working-dir . -- python jobs/select_experts.py --config jobs/configs/select.yaml results=s3://b/run
 
-Arguments after the flags are dotted ``key=value`` overrides of ``t2v_ray.report.stage.SelectConfig``.
+Arguments after the flags are dotted ``key=value`` overrides of ``t2v_ray.stages.select.SelectConfig``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from t2v_ray.report.stage import resolve_config, run_select
     from t2v_ray.report.tables import table_markdown
+    from t2v_ray.stages.select import resolve_config, run_select
 
-    cfg = resolve_config(args.config, {}, args.overrides)
-    table, details, written = run_select(cfg)
-    print(table_markdown(table, f"Table 1 ({details.protocol})"))
-    for name, uri in written.items():
+    summary = run_select(resolve_config(args.config, {}, args.overrides))
+    print(table_markdown(summary.table1, f"Table 1 ({summary.protocol})"))
+    for name, uri in summary.written.items():
         print(f"wrote {name}: {uri}")
     return 0
 

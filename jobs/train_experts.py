@@ -26,16 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
 
-    from t2v_ray.distributed.experts import train_experts
-    from t2v_ray.distributed.experts_cli import load_experts_config, print_index
+    from rich.console import Console
 
-    index, errors = train_experts(
-        load_experts_config(args.config, args.overrides), args.library, args.out, args.resume
-    )
-    print_index(index, f"experts -> {args.out}")
-    for expert_id, message in errors:
+    from t2v_ray.cli.experts import load_experts_config
+    from t2v_ray.stages.experts import run_experts
+
+    where = [f"library={args.library}", f"out={args.out}", f"resume={args.resume}"]
+    summary = run_experts(load_experts_config(args.config, [*where, *args.overrides]))
+    Console().print(summary.table())
+    for expert_id, message in summary.errors:
         print(f"error {expert_id}: {message}", file=sys.stderr)
-    return 2 if errors else 0
+    return 2 if summary.errors else 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -112,15 +113,18 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for MLflow params)."""
+def flatten(nested: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow params, config hashes); dataclasses flatten like mappings."""
+    if dataclasses.is_dataclass(nested) and not isinstance(nested, type):
+        nested = {f.name: getattr(nested, f.name) for f in dataclasses.fields(nested)}
+    if not isinstance(nested, Mapping):
+        return {prefix.rstrip("."): nested} if prefix else {}
     out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+    for key, value in nested.items():
+        if isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[key] = v
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -257,8 +261,3 @@ def load_config(
         merge(data, _expand_env(loaded))
     merge(data, _expand_env(apply_overrides({}, overrides)))
     return resolve_paths(from_dict(cls, data))
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

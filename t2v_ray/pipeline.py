@@ -17,28 +17,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from t2v_ray.config import Uri
-from t2v_ray.distributed.embed import EmbedJobConfig
-from t2v_ray.distributed.experts import ExpertsConfig
-from t2v_ray.distributed.grid import GridConfig, TrackingSettings
+from t2v_ray.stages.embed import EmbedJobConfig
+from t2v_ray.stages.experts import ExpertsConfig
+from t2v_ray.stages.grid import GridConfig
+from t2v_ray.stages.library import LibraryConfig
 
+LibrarySettings = LibraryConfig  # the name of the pipeline's library section before the stages package
 
-@dataclass(frozen=True)
-class LibrarySettings:
-    """Where the task library comes from.
-
-    Attributes:
-        source: ``glyphs`` or ``fashion-mnist`` (built offline into ``<storage>/library``) or ``uri``.
-        preset: builder preset (glyphs: ``small`` or ``default``).
-        uri: an existing library (``source: uri``), e.g. one imported with ``t2v library import-folder``.
-        seed: builder seed.
-    """
-
-    source: str = "glyphs"
-    preset: str = "small"
-    uri: Uri | None = None
-    seed: int = 0
+Stage = Literal["library", "experts", "embed", "grid", "select"]
+STAGES: tuple[Stage, ...] = ("library", "experts", "embed", "grid", "select")
 
 
 @dataclass(frozen=True)
@@ -62,18 +52,15 @@ class PipelineConfig:
 
     storage: Uri = "t2v-data"
     tracking_uri: Uri | None = None
-    library: LibrarySettings = field(default_factory=LibrarySettings)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
     n_experts: int = 4
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     embed: EmbedJobConfig = field(default_factory=EmbedJobConfig)
     grid: GridConfig = field(default_factory=GridConfig)
-    protocols: tuple[str, ...] = ("taxonomy", "mixed")
+    protocols: tuple[Literal["taxonomy", "mixed"], ...] = ("taxonomy", "mixed")
     n_boot: int = 1000
-    stages: tuple[str, ...] = ("library", "experts", "embed", "grid", "select")
+    stages: tuple[Stage, ...] = STAGES
     allow_partial: bool = False
-
-
-STAGES = ("library", "experts", "embed", "grid", "select")
 
 
 def _join(root: str, *parts: str) -> str:
@@ -82,7 +69,8 @@ def _join(root: str, *parts: str) -> str:
     return join(root, *parts)
 
 
-def _tracking(cfg: PipelineConfig) -> str:
+def tracking_uri(cfg: PipelineConfig) -> str:
+    """The MLflow URI of every stage: ``tracking_uri``, ``MLFLOW_TRACKING_URI`` or ``<storage>/mlflow.db``."""
     import os
 
     from t2v_ray.data.storage import is_local
@@ -98,35 +86,17 @@ def _tracking(cfg: PipelineConfig) -> str:
     raise ValueError("storage is remote: set tracking_uri (or MLFLOW_TRACKING_URI) to your MLflow server")
 
 
+def library_config(cfg: PipelineConfig) -> LibraryConfig:
+    """The library section with its build target under ``storage``."""
+    return replace(cfg.library, out=cfg.library.out or _join(cfg.storage, "library"))
+
+
 def library_uri(cfg: PipelineConfig) -> str:
-    if cfg.library.source == "uri":
-        if not cfg.library.uri:
-            raise ValueError("library.source is 'uri' but library.uri is empty")
-        return cfg.library.uri
-    return _join(cfg.storage, "library")
+    return library_config(cfg).location()
 
 
 def results_uri(cfg: PipelineConfig) -> str:
     return _join(cfg.storage, "results")
-
-
-def build_library(cfg: PipelineConfig, log: Callable[[str], None]) -> str:
-    """Build (or re-validate; identical content is a no-op) the offline library."""
-    uri = library_uri(cfg)
-    if cfg.library.source == "glyphs":
-        from t2v_ray.data.builders.glyphs import build_glyphs
-
-        summary = build_glyphs(uri, preset=cfg.library.preset, seed=cfg.library.seed)
-    elif cfg.library.source == "fashion-mnist":
-        from t2v_ray.data.builders.fashion_mnist import build_fashion_mnist
-
-        summary = build_fashion_mnist(uri, seed=cfg.library.seed)
-    else:
-        return uri
-    log(summary.table())
-    if summary.validation is not None and summary.validation.issues:
-        log(summary.validation.table())
-    return uri
 
 
 def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:
@@ -178,12 +148,58 @@ class StageError(RuntimeError):
         self.failures = failures
 
 
-def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the configured stages.
+def stage_configs(cfg: PipelineConfig) -> dict[str, object]:
+    """Each stage's config as the pipeline runs it: locations under ``storage``, one tracking URI.
+
+    The select configs (one per protocol) are under ``"select"``; the experts' tasks are picked when the
+    experts stage runs (they may depend on the library built just before).
+    """
+    from t2v_ray.stages.select import SelectConfig
+
+    lib, res, uri = library_uri(cfg), results_uri(cfg), tracking_uri(cfg)
+
+    def tracked(settings):
+        return settings if settings.uri else replace(settings, uri=uri)
+
+    selects = [
+        SelectConfig(
+            results=res, library=lib, protocol=p, n_boot=cfg.n_boot, tracking_uri=uri, probe=cfg.embed.probe
+        )
+        for p in cfg.protocols
+    ]
+    return {
+        "library": library_config(cfg),
+        "experts": replace(cfg.experts, library=lib, out=res, tracking=tracked(cfg.experts.tracking)),
+        "embed": replace(cfg.embed, library=lib, out=res, tracking=tracked(cfg.embed.tracking)),
+        "grid": replace(
+            cfg.grid, library=lib, expert_store=res, out=res, tracking=tracked(cfg.grid.tracking)
+        ),
+        "select": selects,
+    }
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` returns (also readable as a dict: ``result["tables"]``)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, object] = field(default_factory=dict)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    failures: list[StageFailures] = field(default_factory=list)
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
+
+def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] = print) -> PipelineResult:
+    """Run the configured stages; ``log`` receives status lines and each stage's summary table.
 
     Returns:
-        ``{"seconds": {stage: s}, "tables": {protocol: Table 1}, "files": {...}, "failures": [StageFailures]}``;
-        ``failures`` lists the stages where some items failed (see :func:`exit_code`).
+        Stage seconds, Table 1 per protocol, the report files per protocol, and the stages where some items
+        failed (see :func:`exit_code`).
 
     Raises:
         StageError: a stage produced nothing usable (e.g. every fine-tuned expert failed).
@@ -194,140 +210,88 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
-    lib, res, tracking = library_uri(cfg), results_uri(cfg), _tracking(cfg)
-    track = TrackingSettings(uri=tracking, enabled=cfg.grid.tracking.enabled)
-    out: dict = {"seconds": {}, "tables": {}, "files": {}, "failures": []}
-
-    def stage(name: str, fn: Callable[[], StageFailures | None]) -> None:
+    configs = stage_configs(cfg)
+    out = PipelineResult()
+    runners = {
+        "library": lambda: _library(configs["library"], log),
+        "experts": lambda: _experts(cfg, configs["experts"], log),
+        "embed": lambda: _embed(configs["embed"], log),
+        "grid": lambda: _grid(configs["grid"], log),
+        "select": lambda: _select(configs["select"], out, log),
+    }
+    for name in STAGES:
         if name not in cfg.stages:
-            return
+            continue
         log(f"\n=== {name} ===")
         t0 = time.perf_counter()
-        failures = fn()
-        out["seconds"][name] = time.perf_counter() - t0
+        failures = runners[name]()
+        out.seconds[name] = time.perf_counter() - t0
         if failures is not None and failures.failed:
             if not failures.usable:
                 raise StageError(failures)
-            out["failures"].append(failures)
-            log(f"[yellow]=== {name} done in {out['seconds'][name]:.1f}s, partial: {failures.line()}[/]")
-            return
-        log(f"=== {name} done in {out['seconds'][name]:.1f}s ===")
-
-    stage("library", lambda: build_library(cfg, log) and None)
-
-    def experts() -> StageFailures:
-        from t2v_ray.distributed.experts import GENERIC_ID, train_experts
-
-        ecfg = replace(cfg.experts, tasks=pick_expert_tasks(cfg, lib), tracking=track)
-        from t2v_ray.distributed.experts_cli import print_index
-
-        index, failed = train_experts(ecfg, lib, res)
-        print_index(index, f"experts ({res})")
-        for eid, msg in failed:
-            log(f"[red]expert {eid} failed:[/] {msg}")
-        # Usable means at least one fine-tuned expert: with the generic one alone there is nothing to select.
-        fine_tuned = len(ecfg.tasks) + len(ecfg.groups)
-        bad = tuple((e, m) for e, m in failed if e != GENERIC_ID) if fine_tuned else tuple(failed)
-        return StageFailures("experts", fine_tuned or len(failed), bad, _join(res, "experts"))
-
-    stage("experts", experts)
-
-    def embed() -> StageFailures:
-        from t2v_ray.distributed.embed import run_embed
-
-        mlflow = (
-            replace(cfg.embed.mlflow, tracking_uri=tracking)
-            if cfg.embed.mlflow.tracking_uri is None
-            else cfg.embed.mlflow
-        )
-        from t2v_ray.distributed.embed_cli import render_summary
-
-        summary = run_embed(replace(cfg.embed, library=lib, out=res, mlflow=mlflow))
-        log(render_summary(summary))
-        where = _join(res, "embeddings.parquet") + " (status=error rows)"
-        return StageFailures("embed", summary.total, tuple(summary.errors), where)
-
-    stage("embed", embed)
-
-    def grid() -> StageFailures:
-        from t2v_ray.distributed.grid import run_grid
-        from t2v_ray.distributed.grid_cli import print_summary, summarize
-
-        t0 = time.perf_counter()
-        table = run_grid(replace(cfg.grid, tracking=track), lib, res, res)
-        summary = summarize(table, time.perf_counter() - t0)
-        print_summary(summary, res)
-        bad = tuple((f"{e} × {t}", f"{status}: {msg}") for e, t, status, msg in summary["bad"])
-        return StageFailures("grid", summary["pairs"], bad, _join(res, "grid.parquet") + " (status column)")
-
-    stage("grid", grid)
-
-    def select() -> None:
-        from t2v_ray.report.stage import SelectConfig, output_uri, run_select
-
-        for protocol in cfg.protocols:
-            scfg = SelectConfig(
-                results=res,
-                library=lib,
-                protocol=protocol,
-                n_boot=cfg.n_boot,
-                tracking_uri=tracking,
-                probe=cfg.embed.probe,
-            )
-            key = _select_key(scfg, res)
-            cached = _cached_select(output_uri(scfg), key)
-            if cached is not None:
-                log(f"select ({protocol}): inputs unchanged since the last evaluation, reusing its report")
-                out["tables"][protocol], out["files"][protocol] = cached
-                continue
-            table, _, written = run_select(scfg)
-            _store_select_key(output_uri(scfg), key)
-            out["tables"][protocol] = table
-            out["files"][protocol] = written
-
-    stage("select", select)
+            out.failures.append(failures)
+            log(f"[yellow]=== {name} done in {out.seconds[name]:.1f}s, partial: {failures.line()}[/]")
+            continue
+        log(f"=== {name} done in {out.seconds[name]:.1f}s ===")
     return out
 
 
-def exit_code(cfg: PipelineConfig, result: dict) -> int:
+def _library(lcfg: LibraryConfig, log: Callable[[object], None]) -> None:
+    from t2v_ray.stages.library import run_library
+
+    summary = run_library(lcfg)
+    if summary.build is not None:
+        log(summary.table())
+
+
+def _experts(cfg: PipelineConfig, ecfg: ExpertsConfig, log: Callable[[object], None]) -> StageFailures:
+    from t2v_ray.stages.experts import run_experts
+
+    summary = run_experts(replace(ecfg, tasks=pick_expert_tasks(cfg, ecfg.library)))
+    log(summary.table(f"experts ({ecfg.out})"))
+    for eid, msg in summary.errors:
+        log(f"[red]expert {eid} failed:[/] {msg}")
+    # Usable means at least one fine-tuned expert: with the generic one alone there is nothing to select.
+    bad = summary.failures()
+    return StageFailures(
+        "experts", summary.fine_tuned or len(summary.errors), bad, _join(ecfg.out, "experts")
+    )
+
+
+def _embed(ecfg: EmbedJobConfig, log: Callable[[object], None]) -> StageFailures:
+    from t2v_ray.results.layout import EMBEDDINGS_FILE
+    from t2v_ray.stages.embed import run_embed
+
+    summary = run_embed(ecfg)
+    log(summary.table())
+    where = _join(ecfg.out, EMBEDDINGS_FILE) + " (status=error rows)"
+    return StageFailures("embed", summary.total, tuple(summary.errors), where)
+
+
+def _grid(gcfg: GridConfig, log: Callable[[object], None]) -> StageFailures:
+    from t2v_ray.results.layout import GRID_FILE
+    from t2v_ray.stages.grid import run_grid
+
+    summary = run_grid(gcfg)
+    log(summary.table())
+    bad = tuple((f"{e} × {t}", f"{status}: {msg}") for e, t, status, msg in summary.bad)
+    return StageFailures("grid", summary.pairs, bad, _join(gcfg.out, GRID_FILE) + " (status column)")
+
+
+def _select(configs: list, out: PipelineResult, log: Callable[[object], None]) -> None:
+    from t2v_ray.stages.select import cached_select, input_key, run_select, store_key
+
+    for scfg in configs:
+        key = input_key(scfg)
+        summary = cached_select(scfg, key)
+        if summary is not None:
+            log(f"select ({scfg.protocol}): inputs unchanged since the last evaluation, reusing its report")
+        else:
+            summary = run_select(scfg)
+            store_key(scfg, key)
+        out.tables[scfg.protocol], out.files[scfg.protocol] = summary.table1, summary.written
+
+
+def exit_code(cfg: PipelineConfig, result: PipelineResult) -> int:
     """0 when every item of every stage succeeded (or ``allow_partial``), else 2 (partial failures)."""
     return 2 if result["failures"] and not cfg.allow_partial else 0
-
-
-_SELECT_KEY = "inputs.sha256"
-
-
-def _select_key(scfg, res: str) -> str:
-    """Hash of the select config and the bytes of its three inputs: equal key, equal Table 1."""
-    import hashlib
-    import json
-
-    from t2v_ray.config import to_dict
-    from t2v_ray.data.storage import exists, read_bytes
-
-    h = hashlib.sha256(json.dumps(to_dict(scfg), sort_keys=True).encode())
-    for name in ("embeddings.parquet", "grid.parquet", "experts.parquet"):
-        uri = _join(res, name)
-        h.update(read_bytes(uri) if exists(uri) else b"-")
-    return h.hexdigest()
-
-
-def _cached_select(out_uri: str, key: str):
-    """(table, files) of a previous evaluation with the same inputs, else None."""
-    import io
-
-    import pandas as pd
-
-    from t2v_ray.data.storage import exists, read_bytes
-
-    key_uri, table_uri = _join(out_uri, _SELECT_KEY), _join(out_uri, "table1.csv")
-    if not (exists(key_uri) and exists(table_uri)) or read_bytes(key_uri).decode() != key:
-        return None
-    table = pd.read_csv(io.BytesIO(read_bytes(table_uri)))
-    return table, {"table1.csv": table_uri, "table1.md": _join(out_uri, "table1.md")}
-
-
-def _store_select_key(out_uri: str, key: str) -> None:
-    from t2v_ray.data.storage import write_bytes_atomic
-
-    write_bytes_atomic(_join(out_uri, _SELECT_KEY), key.encode())

@@ -46,7 +46,7 @@ def test_every_local_location_of_the_pipeline_config_is_absolute(tmp_path, monke
             "experts.tune.storage_path=tune-state",
             "experts.tracking.artifact_root=art",
             "embed.weights=IMAGENET1K_V1",
-            "embed.mlflow.artifact_root=art2",
+            "embed.tracking.artifact_root=art2",
             "grid.tune.storage_path=s3://bucket/tune",
         ],
     )
@@ -58,7 +58,7 @@ def test_every_local_location_of_the_pipeline_config_is_absolute(tmp_path, monke
     assert cfg.experts.tune.storage_path == f"{cwd}/tune-state"
     assert cfg.experts.tracking.artifact_root == f"{cwd}/art"
     assert cfg.embed.weights == "IMAGENET1K_V1"  # a torchvision weights name, not a path
-    assert cfg.embed.mlflow.artifact_root == f"{cwd}/art2"
+    assert cfg.embed.tracking.artifact_root == f"{cwd}/art2"
     assert cfg.grid.tune.storage_path == "s3://bucket/tune"
     assert cfg.experts.weights != "default" and load_config(PipelineConfig).experts.weights == "default"
 

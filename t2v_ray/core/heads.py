@@ -7,23 +7,11 @@ number of feature rows with replacement, uniformly over classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Head-training hyper-parameters (paper: Adam, lr 1e-4; 2 epochs before the Fisher, 16 for classifiers)."""
-
-    epochs: int = 2
-    epoch_size: int = 10_000
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    balanced: bool = True
+from t2v_ray.core.settings import HeadConfig
 
 
 def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

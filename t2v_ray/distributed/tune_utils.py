@@ -1,5 +1,5 @@
-"""Ray Tune plumbing shared by the classifier grid (:mod:`t2v_ray.distributed.grid`) and expert training
-(:mod:`t2v_ray.distributed.experts`): scheduling and tracking settings, the driver environment trials re-apply, where
+"""Ray Tune plumbing shared by the classifier grid (:mod:`t2v_ray.stages.grid`) and expert training
+(:mod:`t2v_ray.stages.experts`): scheduling settings, the driver environment trials re-apply, where
 Tune keeps experiment state, and running one trial per item with restore-on-resume.
 
 Ray is imported inside the functions that need it, so importing this module stays light.
@@ -49,22 +49,6 @@ class TuneSettings:
     verbose: int = 1
 
 
-@dataclass(frozen=True)
-class TrackingSettings:
-    """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or ``sqlite:///./t2v-data/mlflow.db``."""
-
-    uri: Uri | None = None
-    artifact_root: Uri | None = None
-    enabled: bool = True
-
-
-def forwarded_env() -> dict[str, str]:
-    """Storage endpoint settings of the driver that trials re-apply (secrets stay with the nodes' environment)."""
-    from t2v_ray.distributed.ray_utils import FORWARDED_ENV
-
-    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-
-
 def apply_trial_env(env: dict[str, str], cpus: float) -> None:
     """In a trial: adopt the driver's storage env and size torch's thread pool to the trial's CPUs.
 
@@ -100,7 +84,7 @@ def _fs_args(root: str) -> tuple[str, Any]:
     return path, fs
 
 
-def _latest_restorable(root: str, prefix: str) -> str | None:
+def latest_restorable(root: str, prefix: str) -> str | None:
     from ray.tune import Tuner
 
     path, fs = _fs_args(root)
@@ -142,7 +126,7 @@ def run_trials(
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     wrapped = tune.with_resources(trainable, resources)
     path, fs = _fs_args(state_root)
-    restore = _latest_restorable(state_root, prefix) if resume else None
+    restore = latest_restorable(state_root, prefix) if resume else None
     if restore is not None:
         # Finished trials stay finished; unfinished and errored ones start again (the pair records make a
         # restarted pair that had already finished return at once).

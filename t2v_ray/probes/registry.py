@@ -75,6 +75,12 @@ def list_probes() -> list[str]:
     return list(_SPECS)
 
 
+def head_name(name: str) -> str:
+    """The module name of the probe's last linear layer (``fc``, ``classifier.6``, ...): where a state dict keeps
+    the head that :func:`get_probe` loads as the probe's ``source_head``."""
+    return _spec(name).head
+
+
 def default_weights(name: str) -> str | None:
     """The pre-trained weights ``weights="default"`` loads for ``name`` (None: none exist)."""
     return _spec(name).default_weights

@@ -19,14 +19,10 @@ import numpy as np
 import pandas as pd
 
 from t2v_ray.core import selection as sel
-from t2v_ray.report.results import (
-    EmbeddingSet,
-    grid_matrix,
-    load_embeddings,
-    load_experts,
-    load_grid,
-    load_specs,
-)
+from t2v_ray.report.tasks import load_specs
+from t2v_ray.results.embeddings import EmbeddingSet, load_embeddings
+from t2v_ray.results.experts import load_experts
+from t2v_ray.results.grid import grid_matrix, load_grid
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import pandas as pd
 
 from t2v_ray.data import storage
 from t2v_ray.report.evaluate import SelectionDetails
-from t2v_ray.report.results import task_group
 from t2v_ray.report.tables import table_csv, table_markdown
+from t2v_ray.report.tasks import task_group
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Importing this package does not import mlflow (workers may have only mlflow-skin
 
 Example (driver, then a worker that received the pickled tracker)::
 
-    tracker = Tracker.create(default_tracking_uri(data_dir), experiment_name(library_uri, "embed"))
+    tracker = create_tracker(default_tracking_uri(data_dir), experiment_name(library_uri, "embed"))
     with tracker.parent_run("embed", params=to_dict(cfg), tags=run_tags("embed")) as parent_id:
         tracker.log_child(parent_id, run_name("embed", task_id=t, probe=p),
                           metrics={"norm": 3.2}, tags=run_tags("embed", task_id=t, probe=p),
@@ -13,6 +13,7 @@ Example (driver, then a worker that received the pickled tracker)::
 
 from __future__ import annotations
 
+from t2v_ray.track.factory import create_tracker, stage_tracker
 from t2v_ray.track.naming import (
     STAGES,
     TAG_EXPERT_ID,
@@ -27,9 +28,10 @@ from t2v_ray.track.naming import (
     run_tags,
 )
 from t2v_ray.track.noop import NoopTracker
-from t2v_ray.track.params import flatten
+from t2v_ray.track.protocol import Tracker
 from t2v_ray.track.redact import is_secret_key, redact, redact_text, secret_values
-from t2v_ray.track.tracker import Tracker
+from t2v_ray.track.settings import TrackingSettings
+from t2v_ray.track.tracker import MlflowTracker
 
 __all__ = [
     "STAGES",
@@ -37,12 +39,14 @@ __all__ = [
     "TAG_PROBE",
     "TAG_STAGE",
     "TAG_TASK_ID",
+    "MlflowTracker",
     "NoopTracker",
     "Tracker",
+    "TrackingSettings",
+    "create_tracker",
     "default_artifact_root",
     "default_tracking_uri",
     "experiment_name",
-    "flatten",
     "is_secret_key",
     "library_name",
     "redact",
@@ -50,4 +54,5 @@ __all__ = [
     "run_name",
     "run_tags",
     "secret_values",
+    "stage_tracker",
 ]

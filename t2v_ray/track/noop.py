@@ -10,7 +10,6 @@ from typing import Any
 
 from t2v_ray.track.artifacts import ArtifactData
 from t2v_ray.track.params import prepare_params
-from t2v_ray.track.tracker import Tracker
 
 
 def _fake_run_id() -> str:
@@ -18,24 +17,15 @@ def _fake_run_id() -> str:
     return f"noop-{uuid.uuid4().hex}"
 
 
-class NoopTracker(Tracker):
-    """Same interface as :class:`Tracker`; every method is overridden so nothing ever touches MLflow."""
+class NoopTracker:
+    """The :class:`~t2v_ray.track.protocol.Tracker` that records nothing (no MLflow import, no subclassing)."""
 
     enabled = False
 
     def __init__(self, experiment_name: str | None = None) -> None:
-        super().__init__("", "", experiment_name)
-
-    @classmethod
-    def create(
-        cls,
-        tracking_uri: str | None = None,
-        experiment: str = "",
-        artifact_root: str | None = None,
-        enabled: bool = False,
-    ) -> Tracker:
-        """A :class:`NoopTracker`, whatever the arguments."""
-        return cls(experiment or None)
+        self.tracking_uri = ""
+        self.experiment_id = ""
+        self.experiment_name = experiment_name
 
     @property
     def client(self) -> Any:

@@ -7,12 +7,12 @@ than imported so that this module costs nothing to import on workers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from t2v_ray.config import flatten
 from t2v_ray.track.redact import redact, redact_text, secret_values
 
 MAX_PARAM_VAL_LENGTH = 6000
@@ -22,21 +22,6 @@ MAX_METRICS_PER_BATCH = 1000
 TRUNCATION_MARK = "...[truncated]"
 
 T = TypeVar("T")
-
-
-def flatten(nested: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; dataclasses are flattened like mappings, other values kept."""
-    if dataclasses.is_dataclass(nested) and not isinstance(nested, type):
-        nested = {f.name: getattr(nested, f.name) for f in dataclasses.fields(nested)}
-    if not isinstance(nested, Mapping):
-        return {prefix.rstrip("."): nested} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def to_text(value: Any) -> str:
@@ -99,7 +84,6 @@ __all__ = [
     "MAX_PARAM_VAL_LENGTH",
     "MAX_TAG_VAL_LENGTH",
     "chunked",
-    "flatten",
     "metric_entities",
     "prepare_params",
     "prepare_tags",

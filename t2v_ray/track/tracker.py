@@ -1,6 +1,6 @@
 """The one MLflow logger every stage uses (embed, experts, grid, select).
 
-``Tracker.create`` runs on the driver: it creates or reuses the stage's experiment, pinning its artifact
+:func:`~t2v_ray.track.factory.create_tracker` runs on the driver: it creates or reuses the stage's experiment, pinning its artifact
 location (STACK pitfall 12), and returns a small picklable object holding only ``tracking_uri`` and
 ``experiment_id``. Ship that object to Ray workers or Tune trials (pitfall 13: experiments are created on the
 driver only); there, ``log_child`` records a complete nested run in one call.
@@ -13,18 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from t2v_ray.track.artifacts import ArtifactData, artifact_name, stage_artifact
-from t2v_ray.track.naming import (
-    ARTIFACTS_DIRNAME,
-    default_tracking_uri,
-    experiment_artifact_location,
-    sqlite_path,
-)
 from t2v_ray.track.params import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -37,11 +30,11 @@ from t2v_ray.track.query import build_filter
 from t2v_ray.track.redact import redact_text
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
-DEFAULT_DATA_DIR = "t2v-data"
 
 
-class Tracker:
-    """MLflow logging bound to one experiment; picklable, so it can be shipped to workers.
+class MlflowTracker:
+    """MLflow logging bound to one experiment (the :class:`~t2v_ray.track.protocol.Tracker` that records);
+    picklable, so it can be shipped to workers.
 
     Attributes:
         tracking_uri: MLflow tracking URI (``sqlite:///…``, ``http://…``).
@@ -56,46 +49,6 @@ class Tracker:
         self.experiment_id = str(experiment_id)
         self.experiment_name = experiment_name
         self._client_cache: Any = None
-
-    @classmethod
-    def create(
-        cls,
-        tracking_uri: str | None,
-        experiment: str,
-        artifact_root: str | None = None,
-        enabled: bool = True,
-    ) -> Tracker:
-        """Get or create ``experiment`` (on the driver) and return a tracker bound to it.
-
-        Args:
-            tracking_uri: MLflow URI; ``None`` means :func:`default_tracking_uri` of ``./t2v-data`` (which
-                honours ``MLFLOW_TRACKING_URI``).
-            experiment: Experiment name, normally from :func:`experiment_name`.
-            artifact_root: Where new experiments keep artifacts (``<root>/<experiment name>``). For sqlite
-                URIs it defaults to ``mlartifacts`` next to the database, never the cwd's ``./mlruns``; for a
-                server, to the server's own default.
-            enabled: ``False`` gives a :class:`NoopTracker`, as does an environment without mlflow.
-
-        Returns:
-            A :class:`Tracker`, or a :class:`NoopTracker` that accepts and drops every call.
-        """
-        from t2v_ray.track.noop import NoopTracker
-
-        if not enabled:
-            return NoopTracker(experiment)
-        try:
-            from mlflow import MlflowClient
-        except ImportError:
-            warnings.warn("mlflow is not installed: tracking disabled", RuntimeWarning, stacklevel=2)
-            return NoopTracker(experiment)
-        uri = tracking_uri or default_tracking_uri(DEFAULT_DATA_DIR)
-        db = sqlite_path(uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)  # sqlite cannot create the folder itself
-            artifact_root = artifact_root or str(db.parent / ARTIFACTS_DIRNAME)
-        location = experiment_artifact_location(artifact_root, experiment) if artifact_root else None
-        experiment_id = _get_or_create_experiment(MlflowClient(uri), experiment, location)
-        return cls(uri, experiment_id, experiment)
 
     def __getstate__(self) -> dict[str, Any]:
         # The client holds DB engines / HTTP sessions: rebuild it lazily on the other side.
@@ -266,7 +219,7 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def _terminating(tracker: Tracker, run_id: str) -> Iterator[None]:
+def _terminating(tracker: MlflowTracker, run_id: str) -> Iterator[None]:
     """End ``run_id`` with a status that says how the block exited (KILLED on Ctrl-C, FAILED on errors)."""
     try:
         yield
@@ -277,21 +230,3 @@ def _terminating(tracker: Tracker, run_id: str) -> Iterator[None]:
         tracker.end_run(run_id, "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
-
-
-def _get_or_create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
-    """Experiment id for ``name``: reused (restored if deleted) or created; tolerates a concurrent creator."""
-    from mlflow.exceptions import MlflowException
-
-    existing = client.get_experiment_by_name(name)
-    if existing is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:
-            # Another driver created it between our lookup and create: use theirs.
-            existing = client.get_experiment_by_name(name)
-            if existing is None:
-                raise
-    if existing.lifecycle_stage == "deleted":
-        client.restore_experiment(existing.experiment_id)
-    return existing.experiment_id

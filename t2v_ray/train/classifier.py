@@ -19,41 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from t2v_ray.core.heads import HeadConfig, balanced_indices
-from t2v_ray.train.features import FeatureSet
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Linear-classifier hyper-parameters; defaults are the paper's (supplement §4.1).
-
-    Attributes:
-        epochs: passes of ``epoch_size`` draws (paper 16).
-        epoch_size: images drawn per epoch, with replacement (paper 10,000, whatever the task size).
-        batch_size: images per Adam step (not stated in the paper).
-        lr: Adam learning rate (paper 1e-4).
-        weight_decay: Adam weight decay (paper 5e-4).
-        balanced: draw classes uniformly (paper: yes, "in all experiments").
-        seed: seeds the draws, so a pair's result is reproducible.
-    """
-
-    epochs: int = 16
-    epoch_size: int = 10_000
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    balanced: bool = True
-    seed: int = 0
-
-    def head_config(self) -> HeadConfig:
-        return HeadConfig(
-            epochs=self.epochs,
-            epoch_size=self.epoch_size,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            balanced=self.balanced,
-        )
+from t2v_ray.core.heads import balanced_indices
+from t2v_ray.results.features import FeatureSet
+from t2v_ray.train.settings import ClassifierConfig
 
 
 @dataclass

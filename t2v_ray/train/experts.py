@@ -24,45 +24,7 @@ from torch.utils.data import Dataset
 
 from t2v_ray.core.heads import balanced_indices
 from t2v_ray.train.features import extract_features, labels_of
-
-
-@dataclass(frozen=True)
-class ExpertTrainConfig:
-    """Expert fine-tuning hyper-parameters; defaults are the paper's (supplement §4.1), the demo scales them down.
-
-    Attributes:
-        head_epochs: head-only epochs with Adam, network frozen (paper 10).
-        head_lr: Adam rate of the head-only phase (the paper does not state it; 1e-4 as for its other heads).
-        finetune_epochs: whole-network epochs with SGD (paper 60).
-        lr: initial SGD rate (paper 0.001).
-        momentum: SGD momentum (not stated in the paper; 0.9 is the usual choice).
-        weight_decay: SGD weight decay (paper 5e-4).
-        lr_milestones: epochs of the fine-tuning phase where the rate is multiplied by ``lr_gamma`` (paper 40).
-        lr_gamma: step-decay factor (paper 0.1).
-        epoch_size: images drawn per epoch, balanced over classes (paper 10,000).
-        batch_size: images per step (not stated in the paper).
-        eval_every: fine-tuning epochs between test-error measurements (0: only at the end).
-        preload_mb: decode and transform the whole train split once when it fits in this many MB, instead of
-            decoding every drawn image again each epoch.
-        freeze_bn: keep BatchNorm layers in eval mode (pre-trained running statistics) while fine-tuning; the
-            paper does not say; use it for small tasks and batches (the demo does).
-        seed: seeds the draws.
-    """
-
-    head_epochs: int = 10
-    head_lr: float = 1e-4
-    finetune_epochs: int = 60
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = (40,)
-    lr_gamma: float = 0.1
-    epoch_size: int = 10_000
-    batch_size: int = 64
-    eval_every: int = 0
-    preload_mb: int = 1024
-    freeze_bn: bool = False
-    seed: int = 0
+from t2v_ray.train.settings import ExpertTrainConfig
 
 
 @dataclass
@@ -243,11 +205,11 @@ def full_state_dict(probe: Any, head: nn.Module | None) -> dict[str, torch.Tenso
     The head goes under the probe's own head name (``fc``, ``classifier.6``, ...), so the expert's head becomes
     the loaded probe's ``source_head``.
     """
-    from t2v_ray.probes.registry import _spec  # the head's module name is part of the registry's contract
+    from t2v_ray.probes.registry import head_name
 
     state = {k: v.detach().cpu() for k, v in probe.features.state_dict().items()}
     if head is not None:
-        prefix = _spec(probe.name).head
+        prefix = head_name(probe.name)
         state.update({f"{prefix}.{k}": v.detach().cpu() for k, v in head.state_dict().items()})
     return state
 

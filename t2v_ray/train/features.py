@@ -6,7 +6,8 @@ the task's images (paper supplement §4.1: the expert is frozen while its classi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,28 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-
-@dataclass
-class FeatureSet:
-    """Features of one split of one task under one expert.
-
-    Attributes:
-        features: (N, D) float32, the input of the expert's (replaced) last linear layer.
-        labels: (N,) int64 target labels 0..C-1.
-        source_probs: (N, K) float32 softmax of the expert's own source head (K source classes), or None
-            when the expert has no head (LEEP and NCE need it; LogME and H-score do not).
-    """
-
-    features: np.ndarray
-    labels: np.ndarray
-    source_probs: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.features.shape[1])
+from t2v_ray.results.features import FeatureSet, PairFeatures
+from t2v_ray.train.settings import FeatureSettings
 
 
 def resolve_device(setting: str) -> str:
@@ -97,3 +78,30 @@ def extract_features(
         labels=torch.cat(labels).numpy(),
         source_probs=torch.cat(probs).numpy() if probs else None,
     )
+
+
+def extract_pair(lib: Any, task_id: str, probe: Any, settings: FeatureSettings) -> PairFeatures:
+    """The expensive pass: read the task once, run the frozen expert over its train and test images.
+
+    Args:
+        lib: the ``TaskLibrary``.
+        task_id: the task.
+        probe: the expert as a ``Probe``.
+        settings: batch size, device, loader workers, whether to keep source-head probabilities.
+    """
+    from t2v_ray.data.dataset import TaskDataset
+
+    start, device = time.perf_counter(), resolve_device(settings.device)
+    table = lib.read_task(task_id)
+    head = probe.source_head if settings.source_probs else None
+    probe.to(device)
+    sets = []
+    for split in ("train", "test"):
+        ds = TaskDataset(table, probe.transform, split=split)
+        if len(ds) == 0:
+            sets.append(FeatureSet(np.zeros((0, probe.feature_dim), np.float32), np.zeros(0, np.int64)))
+            continue
+        sets.append(
+            extract_features(probe.features, ds, head, settings.batch_size, device, settings.num_workers)
+        )
+    return PairFeatures(sets[0], sets[1], {"task_id": task_id, "seconds": time.perf_counter() - start})

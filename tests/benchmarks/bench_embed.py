@@ -57,7 +57,7 @@ def bare_seconds(cfg, task_ids: list[str]) -> list[float]:
 
     from t2v_ray.data.dataset import TaskDataset
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.distributed.embed_worker import build_probe
+    from t2v_ray.stages.embed_worker import build_probe
     from t2v_ray.task2vec import Task2Vec
 
     torch.set_num_threads(1)
@@ -113,13 +113,14 @@ def main() -> int:
 
     from t2v_ray.core.heads import HeadConfig
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.distributed.embed import EmbedJobConfig, MlflowConfig, run_embed
+    from t2v_ray.stages.embed import EmbedJobConfig, run_embed
     from t2v_ray.task2vec import EmbedConfig
+    from t2v_ray.track import TrackingSettings
 
     root = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     library = args.library or build_library(root)
     ids = [t.task_id for t in TaskLibrary.open(library).tasks][: args.max_tasks]
-    mlflow = MlflowConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", enabled=not args.no_mlflow)
+    tracking = TrackingSettings(uri=f"sqlite:///{root / 'mlflow.db'}", enabled=not args.no_mlflow)
     embed = EmbedConfig(max_samples=args.max_samples, head=HeadConfig(epochs=2, epoch_size=2000))
     base = EmbedJobConfig(
         library=library,
@@ -130,7 +131,7 @@ def main() -> int:
         tasks=",".join(ids),
         cpus_per_actor=1.0,
         embed=embed,
-        mlflow=mlflow,
+        tracking=tracking,
         progress=False,
     )
     print(

@@ -16,6 +16,7 @@ Usage: python tests/benchmarks/bench_grid.py [--probe resnet18] [--size 112] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -29,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def _setup(tmp: Path, args: argparse.Namespace) -> tuple[str, list[str], list[str]]:
-    from t2v_ray.distributed.experts import ExpertsConfig, ExpertStore, build_expert
+    from t2v_ray.results.experts import ExpertStore
+    from t2v_ray.stages.experts import ExpertsConfig, build_expert
     from tests.train.tiny_tasks import build_tiny_library
 
     lib = str(tmp / "library")
@@ -44,8 +46,9 @@ def _baseline(lib: str, store: str, experts: list[str], tasks: list[str]) -> dic
     import torch
 
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.distributed.experts import ExpertStore
-    from t2v_ray.distributed.features import FeatureSettings, extract_pair
+    from t2v_ray.results.experts import ExpertStore
+    from t2v_ray.train.features import extract_pair
+    from t2v_ray.train.settings import FeatureSettings
 
     torch.set_num_threads(1)
     library, out = TaskLibrary.open(lib), {}
@@ -60,7 +63,9 @@ def _baseline(lib: str, store: str, experts: list[str], tasks: list[str]) -> dic
 
 
 def _grid(tmp: Path, lib: str, name: str, transfer: bool, concurrent: int) -> tuple[float, list[dict]]:
-    from t2v_ray.distributed.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
+    from t2v_ray.distributed.tune_utils import TuneSettings
+    from t2v_ray.stages.grid import GridConfig, run_grid
+    from t2v_ray.track import TrackingSettings
 
     cfg = GridConfig(
         transfer=transfer,
@@ -70,7 +75,8 @@ def _grid(tmp: Path, lib: str, name: str, transfer: bool, concurrent: int) -> tu
         tracking=TrackingSettings(uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=str(tmp / "mlartifacts")),
     )
     start = time.perf_counter()
-    table = run_grid(cfg, lib, str(tmp / "store"), str(tmp / name))
+    where = dict(library=lib, expert_store=str(tmp / "store"), out=str(tmp / name))
+    table = run_grid(dataclasses.replace(cfg, **where)).grid
     return time.perf_counter() - start, table.to_pylist()
 
 

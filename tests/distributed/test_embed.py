@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from t2v_ray.core.heads import HeadConfig
-from t2v_ray.distributed.embed import EmbedJobConfig, MlflowConfig, run_embed
-from t2v_ray.distributed.results import ResultStore
+from t2v_ray.results.embeddings import embedding_store
+from t2v_ray.stages.embed import EmbedJobConfig, run_embed
 from t2v_ray.task2vec import EmbedConfig
+from t2v_ray.track import TrackingSettings
 from tests.distributed.conftest import build_synthetic_library
 
 pytestmark = pytest.mark.slow
@@ -22,13 +23,13 @@ FAST = EmbedConfig(max_samples=120, batch_size=64, head=HeadConfig(epochs=1, epo
 
 
 def make_cfg(library: str, out: str, tracking_uri: str | None = None, **kw) -> EmbedJobConfig:
-    mlflow = MlflowConfig(tracking_uri=tracking_uri, enabled=tracking_uri is not None)
+    tracking = TrackingSettings(uri=tracking_uri, enabled=tracking_uri is not None)
     base = dict(probe="small_cnn", weights=None, input_size=32, actors=2, cpus_per_actor=1.0, embed=FAST)
-    return EmbedJobConfig(library=library, out=out, mlflow=mlflow, progress=False, **{**base, **kw})
+    return EmbedJobConfig(library=library, out=out, tracking=tracking, progress=False, **{**base, **kw})
 
 
 def rows_by_task(out: str) -> dict[str, dict]:
-    return {r["task_id"]: r for r in ResultStore(out).read().to_pylist()}
+    return {r["task_id"]: r for r in embedding_store(out).read().to_pylist()}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def first_run(s3_library, s3_server, tmp_path_factory):
 
     summary = run_embed(cfg, callback=kill_once)
     # Snapshot of the rows: the rerun test below rewrites some of them.
-    return cfg, ids, summary, killed, ResultStore(cfg.out).read().to_pylist()
+    return cfg, ids, summary, killed, embedding_store(cfg.out).read().to_pylist()
 
 
 def test_every_task_has_exactly_one_ok_row(first_run):
@@ -68,7 +69,7 @@ def test_every_task_has_exactly_one_ok_row(first_run):
     assert {r["status"] for r in rows} == {"ok"}
     assert (summary.ok, summary.error, summary.skipped) == (len(ids), 0, 0)
     # Compaction folded every part file into embeddings.parquet.
-    assert ResultStore(cfg.out).part_names() == []
+    assert embedding_store(cfg.out).part_names() == []
     from t2v_ray.data.library import TaskLibrary
 
     hashes = {s.task_id: s.content_hash for s in TaskLibrary.open(cfg.library).tasks}
@@ -116,7 +117,7 @@ def test_mlflow_parent_and_one_child_per_task(first_run, tmp_path):
     from mlflow import MlflowClient
 
     cfg, ids, summary, _, snapshot = first_run
-    client = MlflowClient(cfg.mlflow.tracking_uri)
+    client = MlflowClient(cfg.tracking.uri)
     exp = client.get_experiment_by_name("t2v/synthetic/embed")
     parent = client.get_run(summary.parent_run_id)
     assert parent.data.params["embed.max_samples"] == "120"
@@ -137,12 +138,12 @@ def test_mlflow_parent_and_one_child_per_task(first_run, tmp_path):
 def test_rerun_recomputes_nothing_and_changed_config_recomputes(first_run):
     cfg, ids, _, _, _ = first_run
     before = rows_by_task(cfg.out)
-    again = run_embed(replace(cfg, mlflow=MlflowConfig(enabled=False)))
+    again = run_embed(replace(cfg, tracking=TrackingSettings(enabled=False)))
     assert (again.computed, again.skipped) == (0, len(ids))
     assert rows_by_task(cfg.out) == before
 
     changed = replace(
-        cfg, embed=replace(cfg.embed, seed=1), tasks="task-0,task-1", mlflow=MlflowConfig(enabled=False)
+        cfg, embed=replace(cfg.embed, seed=1), tasks="task-0,task-1", tracking=TrackingSettings(enabled=False)
     )
     summary = run_embed(changed)
     assert (summary.computed, summary.skipped, summary.ok) == (2, 0, 2)

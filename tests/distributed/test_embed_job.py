@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2v_ray.distributed.results import ResultStore
+from t2v_ray.results.embeddings import embedding_store
 from tests.distributed.conftest import build_synthetic_library
 from tests.e2e.procs import BASE_ENV, free_ports, start, wait_http
 
@@ -74,7 +74,7 @@ def test_job_submit_embeds_library_and_stops_only_its_head(ray_head, tmp_path: P
         "actors": 1,  # one torch import less on a 2-core machine; scaling is tested in test_embed.py
         "progress": False,
         "embed": {"max_samples": 100, "head": {"epochs": 1, "epoch_size": 300}},
-        "mlflow": {"enabled": False},
+        "tracking": {"enabled": False},
     }
     cfg_path = tmp_path / "embed.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
@@ -88,7 +88,7 @@ def test_job_submit_embeds_library_and_stops_only_its_head(ray_head, tmp_path: P
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout
 
-    rows = ResultStore(out).read().to_pylist()
+    rows = embedding_store(out).read().to_pylist()
     assert sorted(r["task_id"] for r in rows) == sorted(ids)
     assert {r["status"] for r in rows} == {"ok"}
     saved = yaml.safe_load((Path(out) / "embed_config.yaml").read_text())

@@ -19,8 +19,10 @@ import pytest
 
 from t2v_ray.config import to_dict
 from t2v_ray.data import storage
-from t2v_ray.distributed.experts import ExpertsConfig, train_experts
-from t2v_ray.distributed.grid import GridConfig, TrackingSettings, TuneSettings, run_grid
+from t2v_ray.distributed.tune_utils import TuneSettings
+from t2v_ray.stages.experts import ExpertsConfig, run_experts
+from t2v_ray.stages.grid import GridConfig, run_grid
+from t2v_ray.track import TrackingSettings
 from t2v_ray.train.classifier import ClassifierConfig
 from t2v_ray.train.experts import ExpertTrainConfig
 from tests.train.tiny_tasks import TASKS, build_tiny_library
@@ -73,9 +75,12 @@ def world(ray_session, s3_server, tmp_path_factory) -> World:
         tune=tune,
         tracking=tracking,
     )
-    _, errors = train_experts(cfg, library, store)
+    errors = run_experts(dataclasses.replace(cfg, library=library, out=store)).errors
     w = World(tmp, library, store, tracking, tune, errors)
-    w.grid = run_grid(GridConfig(classifier=HEAD, tune=tune, tracking=tracking), library, store, store)
+    gcfg = GridConfig(
+        classifier=HEAD, tune=tune, tracking=tracking, library=library, expert_store=store, out=store
+    )
+    w.grid = run_grid(gcfg).grid
     return w
 
 
@@ -126,8 +131,8 @@ def test_an_expert_beats_the_generic_expert_on_its_own_task(world):
 _DRIVER = """
 import json, sys
 from t2v_ray.config import from_dict
-from t2v_ray.distributed.grid import GridConfig, run_grid
-run_grid(from_dict(GridConfig, json.loads(sys.argv[1])), *sys.argv[2:5])
+from t2v_ray.stages.grid import GridConfig, run_grid
+run_grid(from_dict(GridConfig, json.loads(sys.argv[1])))
 """
 
 
@@ -139,13 +144,14 @@ def _records(out: Path) -> dict[tuple[str, str], dict]:
 def test_killed_driver_resumes_without_redoing_finished_pairs(world):
     import ray
 
-    from t2v_ray.distributed.grid import _latest_restorable, state_key
+    from t2v_ray.distributed.tune_utils import latest_restorable, state_key
 
     out = world.tmp / "killed"
     tune = dataclasses.replace(world.tune, ray_address=ray.get_runtime_context().gcs_address)
     cfg = GridConfig(experts=("generic", "quadrant"), classifier=HEAD, tune=tune, tracking=world.tracking)
     log = open(world.tmp / "driver.log", "wb")  # noqa: SIM115 - handed to the child process
-    args = [sys.executable, "-c", _DRIVER, json.dumps(to_dict(cfg)), world.library, world.store, str(out)]
+    where = dict(library=world.library, expert_store=world.store, out=str(out))
+    args = [sys.executable, "-c", _DRIVER, json.dumps(to_dict(dataclasses.replace(cfg, **where)))]
     child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     deadline = time.monotonic() + 240
     while len(_records(out)) < 4:
@@ -157,13 +163,9 @@ def test_killed_driver_resumes_without_redoing_finished_pairs(world):
     finished = _records(out)
     assert 4 <= len(finished) < KILL_PAIRS, "kill came too late to interrupt the grid"
     prefix = f"grid-{state_key(world.library, world.store, str(out))}-"
-    assert (
-        _latest_restorable(world.tune.storage_path, prefix) is not None
-    )  # Tune state left behind to restore
+    assert latest_restorable(world.tune.storage_path, prefix) is not None  # Tune state left behind to restore
 
-    table = run_grid(
-        dataclasses.replace(cfg, tune=world.tune), world.library, world.store, str(out), resume=True
-    )
+    table = run_grid(dataclasses.replace(cfg, tune=world.tune, resume=True, **where)).grid
     rows = table.to_pylist()
     assert len(rows) == KILL_PAIRS and len({(r["expert_id"], r["task_id"]) for r in rows}) == KILL_PAIRS
     assert all(r["status"] == "ok" for r in rows)

@@ -153,5 +153,5 @@ def _field_names(cls: type, prefix: str = "") -> list[str]:
 def test_no_config_field_carries_credentials():
     """S3 credentials come only from the standard AWS chain: no pipeline config key could hold one."""
     names = _field_names(PipelineConfig)
-    assert len(names) > 40 and "embed.mlflow.tracking_uri" in names  # the walk reaches nested stage configs
+    assert len(names) > 40 and "embed.tracking.uri" in names  # the walk reaches nested stage configs
     assert not [n for n in names if is_secret_key(n) or "key" in n.split(".")[-1].lower()]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from t2v_ray.data.library import TaskLibrary
-from t2v_ray.distributed.results import ResultStore
+from t2v_ray.results.embeddings import embedding_store
 
 from .fake_cluster import FakeMultiNodeCluster, _pids_mentioning
 
@@ -138,7 +138,7 @@ def test_embedding_job_scales_workers_0_to_2_and_back(small_glyph_library: Path,
     # so the peak is 2, or 3 for a moment, never more.
     assert 2 <= max(seen) <= 3, seen
     assert min(t for t, n in result["counts"] if n >= 2) < job_end_s  # ... reached while the job was running
-    rows = ResultStore(str(out)).read().to_pylist()
+    rows = embedding_store(str(out)).read().to_pylist()
     task_ids = [t.task_id for t in TaskLibrary.open(str(small_glyph_library)).tasks]
     assert sorted(r["task_id"] for r in rows) == sorted(task_ids)  # one row per task
     assert {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows if r["status"] != "ok"]

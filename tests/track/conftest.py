@@ -33,10 +33,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
 @pytest.fixture(scope="module")
 def make_tracker(store: dict[str, Path]) -> Callable[[str], object]:
     """Build a Tracker on the module's sqlite store for a given stage of library ``glyphs``."""
-    from t2v_ray.track import Tracker, default_tracking_uri, experiment_name
+    from t2v_ray.track import create_tracker, default_tracking_uri, experiment_name
 
     def make(stage: str):
-        return Tracker.create(
+        return create_tracker(
             default_tracking_uri(store["data"]), experiment_name("s3://bkt/libs/glyphs/", stage)
         )
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from t2v_ray.track import NoopTracker, Tracker
+from t2v_ray.track import MlflowTracker, NoopTracker, Tracker, create_tracker
 
 
 def _public(cls: type) -> dict[str, object]:
@@ -16,7 +16,7 @@ def _public(cls: type) -> dict[str, object]:
 
 
 def test_noop_overrides_every_public_member_with_same_signature():
-    tracker_api = _public(Tracker)
+    tracker_api = _public(MlflowTracker)
     assert {
         "parent_run",
         "log_child",
@@ -25,7 +25,8 @@ def test_noop_overrides_every_public_member_with_same_signature():
         "log_figure",
         "log_file",
     } <= set(tracker_api)
-    assert "find_runs" in tracker_api and "create" in tracker_api
+    assert "find_runs" in tracker_api
+    assert isinstance(NoopTracker(), Tracker) and not issubclass(NoopTracker, MlflowTracker)
     # Defined on NoopTracker itself: an inherited method would reach MLflow.
     missing = sorted(set(tracker_api) - set(vars(NoopTracker)))
     assert missing == []
@@ -37,7 +38,7 @@ def test_noop_overrides_every_public_member_with_same_signature():
 
 def test_disabled_tracker_records_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracker = Tracker.create(f"sqlite:///{tmp_path}/db/mlflow.db", "t2v/lib/embed", enabled=False)
+    tracker = create_tracker(f"sqlite:///{tmp_path}/db/mlflow.db", "t2v/lib/embed", enabled=False)
     assert isinstance(tracker, NoopTracker) and not tracker.enabled
     with tracker.parent_run("p", params={"a": 1}) as parent_id:
         child = tracker.log_child(parent_id, "c", params={"b": 2}, artifacts={"x.txt": "y"})
@@ -52,6 +53,6 @@ def test_disabled_tracker_records_nothing(tmp_path, monkeypatch):
 def test_missing_mlflow_falls_back_to_noop(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # makes `import mlflow` raise ImportError
     with pytest.warns(RuntimeWarning, match="mlflow is not installed"):
-        tracker = Tracker.create(f"sqlite:///{tmp_path}/mlflow.db", "t2v/lib/embed")
+        tracker = create_tracker(f"sqlite:///{tmp_path}/mlflow.db", "t2v/lib/embed")
     assert isinstance(tracker, NoopTracker)
     assert list(tmp_path.iterdir()) == []

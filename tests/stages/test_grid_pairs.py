@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from t2v_ray.data import storage
-from t2v_ray.distributed import features as fcache
-from t2v_ray.distributed.experts import ExpertsConfig, build_expert
-from t2v_ray.distributed.grid import GridConfig, GridContext, collect_grid, run_pair
+from t2v_ray.results import features as fcache
+from t2v_ray.results.features import FeatureSet
+from t2v_ray.stages.experts import ExpertsConfig, build_expert
+from t2v_ray.stages.grid import GridConfig, GridContext, collect_grid, run_pair
 from t2v_ray.track import NoopTracker
 from t2v_ray.train.classifier import ClassifierConfig
-from t2v_ray.train.features import FeatureSet
 from tests.train.tiny_tasks import build_tiny_library
 
 FAST = GridConfig(classifier=ClassifierConfig(epochs=2, epoch_size=128, batch_size=32, lr=1e-2))
@@ -111,7 +111,9 @@ def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
 def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replace_an_ok_one(setup):
     from types import SimpleNamespace
 
-    from t2v_ray.distributed.grid import _record_failures, read_pair, trial_errors
+    from t2v_ray.distributed.tune_utils import trial_errors
+    from t2v_ray.results.grid import read_pair
+    from t2v_ray.stages.grid import record_failures
 
     _, out = setup
     ok = run_pair("generic", "shapes", _ctx(setup))
@@ -126,7 +128,7 @@ def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replac
     ]
     failures = trial_errors(results)
     assert [f[0]["task_id"] for f in failures] == ["zz", "shapes"]
-    _record_failures(_ctx(setup), failures)
+    record_failures(_ctx(setup), failures)
     row = read_pair(out, "generic", "zz")
     assert row["status"] == "error" and row["error"] == "RuntimeError: worker died"
     assert read_pair(out, "generic", "shapes")["attempt"] == ok["attempt"]

@@ -9,18 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from t2v_ray.cli.embed import flag_overrides, load_embed_config
 from t2v_ray.config import ConfigError
-from t2v_ray.distributed.embed import select_tasks
-from t2v_ray.distributed.embed_cli import flag_overrides, load_embed_config
-from t2v_ray.distributed.embed_worker import _describe_error
 from t2v_ray.distributed.ray_utils import TransientIOError, retry_io
-from t2v_ray.distributed.results import (
-    EMBEDDING_SCHEMA,
-    ResultStore,
-    is_cached,
-    latest_per_key,
-    rows_to_table,
-)
+from t2v_ray.results.embeddings import EMBEDDING_SCHEMA, embedding_store, is_cached
+from t2v_ray.results.store import latest_per_key, rows_to_table
+from t2v_ray.stages.embed import select_tasks
+from t2v_ray.stages.embed_worker import describe_error
 
 
 def _row(task_id: str, status: str = "ok", **kw) -> dict:
@@ -29,19 +24,19 @@ def _row(task_id: str, status: str = "ok", **kw) -> dict:
 
 
 def test_store_flushes_parts_by_row_count_and_merges_newest_per_key(tmp_path: Path):
-    store = ResultStore(str(tmp_path), flush_rows=2, flush_seconds=1e9)
+    store = embedding_store(str(tmp_path), flush_rows=2, flush_seconds=1e9)
     assert store.add(_row("a")) is False  # buffered
     assert store.add(_row("b")) is True  # second row fills the buffer -> one part file
     store.add(_row("a", status="error", error="boom"))
     store.flush()
     assert len(store.part_names()) == 2
-    rows = ResultStore(str(tmp_path)).read_rows()
+    rows = embedding_store(str(tmp_path)).read_rows()
     assert rows[("a",)]["status"] == "error" and rows[("b",)]["status"] == "ok"
     assert rows[("b",)]["embedding"] == [0.0, 1.0, 2.0]
 
 
 def test_compact_writes_main_file_removes_parts_and_keeps_rows(tmp_path: Path):
-    store = ResultStore(str(tmp_path), flush_rows=1)
+    store = embedding_store(str(tmp_path), flush_rows=1)
     for t in "abc":
         store.add(_row(t))
     table = store.compact()
@@ -50,15 +45,15 @@ def test_compact_writes_main_file_removes_parts_and_keeps_rows(tmp_path: Path):
     assert sorted(table.column("task_id").to_pylist()) == ["a", "b", "c"]
     # A later part overrides the compacted row with the same key.
     store.add(_row("b", status="error", error="x"))
-    assert ResultStore(str(tmp_path)).read_rows()[("b",)]["status"] == "error"
+    assert embedding_store(str(tmp_path)).read_rows()[("b",)]["status"] == "error"
 
 
 def test_store_ignores_temporary_files_left_by_an_interrupted_write(tmp_path: Path):
-    store = ResultStore(str(tmp_path), flush_rows=1)
+    store = embedding_store(str(tmp_path), flush_rows=1)
     store.add(_row("a"))
     # What a crash inside write_bytes_atomic leaves behind: a hidden, half-written temporary sibling.
     (Path(store.parts_uri) / ".part-9.parquet.tmp-123-abcd").write_bytes(b"PAR1 torn")
-    assert list(ResultStore(str(tmp_path)).read_rows()) == [("a",)]
+    assert list(embedding_store(str(tmp_path)).read_rows()) == [("a",)]
 
 
 def test_latest_per_key_keeps_last_occurrence():
@@ -138,16 +133,16 @@ def test_error_messages_name_the_task_once():
     from t2v_ray.data.library import TaskDataError
 
     err = TaskDataError("t1", "label 9 out of range 0..2", shard="shards/t1-000.parquet", row=4)
-    assert _describe_error("t1", err) == str(err)  # already names task, shard and row
-    assert _describe_error("t1", ValueError("the task has a single class (0)")).startswith(
+    assert describe_error("t1", err) == str(err)  # already names task, shard and row
+    assert describe_error("t1", ValueError("the task has a single class (0)")).startswith(
         "task 't1': the task"
     )
-    assert _describe_error("t1", RuntimeError("CUDA OOM")) == "task 't1': RuntimeError: CUDA OOM"
+    assert describe_error("t1", RuntimeError("CUDA OOM")) == "task 't1': RuntimeError: CUDA OOM"
 
 
 def test_cli_module_imports_no_heavy_libraries():
     code = (
-        "import sys, t2v_ray.distributed.embed_cli; "
+        "import sys, t2v_ray.cli.embed; "
         "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -155,7 +150,7 @@ def test_cli_module_imports_no_heavy_libraries():
 
 
 def test_validate_rejects_unusable_settings_and_makes_local_paths_absolute(tmp_path: Path, monkeypatch):
-    from t2v_ray.distributed.embed import EmbedJobConfig
+    from t2v_ray.stages.embed import EmbedJobConfig
 
     monkeypatch.chdir(tmp_path)
     cfg = EmbedJobConfig(library="lib", out="s3://bucket/out").validate()

@@ -1,4 +1,4 @@
-"""``t2v embed``: embed a library's tasks on Ray (library code in :mod:`t2v_ray.distributed.embed`).
+"""``t2v embed``: embed a library's tasks on Ray (the stage: :mod:`t2v_ray.stages.embed`).
 
 Config precedence: defaults in code < ``--config FILE`` (YAML) < flags < trailing ``key.sub=value`` overrides
 (values parsed as YAML scalars; unknown keys are errors). Example::
@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from t2v_ray import cli_common as common
+from t2v_ray.cli import common
 
 # flag name -> dotted config key
 _FLAG_KEYS = {
@@ -32,7 +32,7 @@ _FLAG_KEYS = {
     "gpus_per_actor": "gpus_per_actor",
     "tasks": "tasks",
     "address": "address",
-    "tracking_uri": "mlflow.tracking_uri",
+    "tracking_uri": "tracking.uri",
 }
 
 
@@ -42,50 +42,17 @@ def flag_overrides(flags: dict[str, Any]) -> list[str]:
 
 
 def load_embed_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve an :class:`~t2v_ray.distributed.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
-    from t2v_ray.distributed.embed import EmbedJobConfig
+    """Resolve an :class:`~t2v_ray.stages.embed.EmbedJobConfig` from a YAML file and dotted overrides."""
+    from t2v_ray.stages.embed import EmbedJobConfig
 
     return common.resolve_stage_config(EmbedJobConfig, config, overrides)
 
 
-def render_summary(summary: Any) -> Any:
-    """A rich table of a run's :class:`~t2v_ray.distributed.embed.EmbedSummary` (counts, time, errors)."""
-    from rich.table import Table
-
-    table = Table(title=f"t2v embed -> {summary.out}", show_header=True)
-    table.add_column("", style="bold")
-    table.add_column("value", justify="right")
-    rows = [
-        ("ok", summary.ok),
-        ("error", summary.error),
-        ("skipped (cached)", summary.skipped),
-        ("total", summary.total),
-        ("wall time", f"{summary.wall_seconds:.1f} s"),
-        ("startup", f"{summary.startup_seconds:.1f} s"),
-        ("dispatch loop", f"{summary.loop_seconds:.1f} s"),
-        ("per task (mean)", f"{summary.mean_task_seconds:.2f} s"),
-        ("tasks / minute", f"{summary.tasks_per_minute:.1f}"),
-        ("actor restarts", summary.actor_restarts),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    for task_id, message in summary.errors[:50]:
-        table.add_row(f"[red]error[/red] {task_id}", message[:200])
-    if len(summary.errors) > 50:
-        table.add_row("...", f"{len(summary.errors) - 50} more errors in embeddings.parquet")
-    return table
-
-
 def print_summary(summary: Any) -> None:
-    """Print :func:`render_summary` to stdout."""
+    """Print the run's :meth:`~t2v_ray.stages.embed.EmbedSummary.table` to stdout."""
     from rich.console import Console
 
-    Console().print(render_summary(summary))
-
-
-def exit_code(summary: Any, strict: bool) -> int:
-    """0 when the run finished; 2 when ``strict`` and some task ended in ``error``."""
-    return 2 if strict and summary.error else 0
+    Console().print(summary.table())
 
 
 def embed(
@@ -106,7 +73,7 @@ def embed(
     strict: bool = typer.Option(False, "--strict", help="Exit 2 when any task ends in error."),
 ) -> None:
     """Embed every (selected) task of a library with TASK2VEC on a pool of Ray actors."""
-    from t2v_ray.distributed.embed import run_embed
+    from t2v_ray.stages.embed import exit_code, run_embed
 
     flags = dict(
         library=library,

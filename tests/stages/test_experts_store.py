@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2v_ray.distributed.experts import (
-    GENERIC_ID,
-    ExpertError,
-    ExpertsConfig,
-    ExpertStore,
-    build_expert,
-    excluded_experts,
-    expert_plan,
-)
+from t2v_ray.results.experts import GENERIC_ID, ExpertError, ExpertStore, excluded_experts
+from t2v_ray.stages.experts import ExpertsConfig, build_expert, expert_plan
 from t2v_ray.train.experts import ExpertTrainConfig
 from tests.train.tiny_tasks import build_tiny_library
 

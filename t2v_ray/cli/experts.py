@@ -1,7 +1,7 @@
-"""``t2v experts``: fine-tune expert feature extractors on Ray Tune (library code in :mod:`t2v_ray.distributed.experts`).
+"""``t2v experts``: fine-tune expert feature extractors on Ray Tune (library code in :mod:`t2v_ray.stages.experts`).
 
 Config precedence: defaults in code (the paper's recipe) < ``--config FILE`` (YAML of
-:class:`~t2v_ray.distributed.experts.ExpertsConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
+:class:`~t2v_ray.stages.experts.ExpertsConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
 
     t2v experts train --library s3://b/glyphs --probe resnet34 --weights default --out s3://b/run \\
         --tasks scripts/Latin,scripts/Greek train.finetune_epochs=20 tune.gpus_per_trial=0.5
@@ -12,17 +12,20 @@ Heavy libraries are imported inside the commands so ``t2v --help`` stays fast.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 
-from t2v_ray.cli_common import exit_on_bad_settings, flag_overrides, resolve_stage_config
+from t2v_ray.cli.common import exit_on_bad_settings, flag_overrides, resolve_stage_config
 
 app = typer.Typer(help="Train and list expert feature extractors.", no_args_is_help=True)
 
 _FLAG_KEYS = {
+    "library": "library",
+    "out": "out",
+    "resume": "resume",
     "probe": "probe",
     "weights": "weights",
     "input_size": "input_size",
@@ -35,8 +38,8 @@ _FLAG_KEYS = {
 
 
 def load_experts_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve an :class:`~t2v_ray.distributed.experts.ExpertsConfig` from YAML and dotted overrides."""
-    from t2v_ray.distributed.experts import ExpertsConfig
+    """Resolve an :class:`~t2v_ray.stages.experts.ExpertsConfig` from YAML and dotted overrides."""
+    from t2v_ray.stages.experts import ExpertsConfig
 
     return resolve_stage_config(ExpertsConfig, config, overrides)
 
@@ -58,9 +61,11 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Restore the interrupted Tune run first."),
 ) -> None:
     """Fine-tune one expert per task (or per group in the config), plus the generic expert."""
-    from t2v_ray.distributed.experts import train_experts
+    from t2v_ray.stages.experts import run_experts
 
     flags = dict(
+        library=library,
+        out=out,
         probe=probe,
         weights=weights,
         input_size=input_size,
@@ -69,39 +74,21 @@ def train(
         gpus_per_trial=gpus_per_trial,
         address=address,
         tracking_uri=tracking_uri,
+        resume=resume or None,
     )
-    start = time.perf_counter()
     with exit_on_bad_settings("t2v experts train"):
         cfg = load_experts_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
-        index, errors = train_experts(cfg, library, out, resume=resume)
-    print_index(index, f"experts -> {out} ({time.perf_counter() - start:.0f} s)")
-    for expert_id, message in errors:
+        summary = run_experts(cfg)
+    Console().print(summary.table())
+    for expert_id, message in summary.errors:
         typer.secho(f"error {expert_id}: {message[:300]}", fg="red", err=True)
-    raise typer.Exit(2 if errors else 0)
+    raise typer.Exit(2 if summary.errors else 0)
 
 
 @app.command("list")
 def list_experts(out: str = typer.Option(..., "--out", help="Storage root holding experts/.")) -> None:
     """Print the experts index (id, architecture, source tasks, test error)."""
-    from t2v_ray.distributed.experts import ExpertStore
+    from t2v_ray.results.experts import ExpertStore
+    from t2v_ray.stages.experts import ExpertsSummary
 
-    print_index(ExpertStore(out).read_index(), f"experts in {out}")
-
-
-def print_index(index: Any, title: str) -> None:
-    """A rich table of ``experts.parquet``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("expert_id", "probe", "source tasks", "test error"):
-        table.add_column(col)
-    for r in index.to_pylist():
-        err = r["test_error"]
-        table.add_row(
-            r["expert_id"],
-            r["probe"],
-            ",".join(r["source_tasks"]) or "-",
-            "-" if err is None else f"{err:.3f}",
-        )
-    Console().print(table)
+    Console().print(ExpertsSummary(out, ExpertStore(out).read_index()).table(f"experts in {out}"))

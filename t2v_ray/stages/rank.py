@@ -14,22 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from t2v_ray.config import Uri
 from t2v_ray.data import storage
-from t2v_ray.report.results import (
-    EMBED_CONFIG_FILE,
-    EmbeddingSet,
-    ResultsPaths,
-    grid_matrix,
-    load_embeddings,
-    load_experts,
-    load_grid,
-    read_embed_config,
-)
+from t2v_ray.results.embeddings import EmbeddingSet, load_embeddings, stored_probe_hashes
+from t2v_ray.results.experts import load_experts
+from t2v_ray.results.grid import grid_matrix, load_grid
+from t2v_ray.results.layout import EMBED_CONFIG_FILE, ResultsPaths, read_embed_config
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +47,19 @@ class RankConfig:
         device: torch device for the embedding (None: cuda when available).
     """
 
-    task: str = ""
+    task: Uri = ""
     task_id: str | None = None
-    library_results: str = ""
+    library_results: Uri = ""
     top: int | None = None
-    by: str = "d_asym"
+    by: Literal["d_asym", "d_sym", "model2vec"] = "d_asym"
     alpha: float = 0.15
     model2vec: bool = True
-    csv: str | None = None
-    device: str | None = None
+    csv: Uri | None = None
+    device: Literal["cpu", "cuda"] | None = None
 
 
 @dataclass
-class ExpertStore:
+class StoredExperts:
     """What ranking needs from the stored results: the experts, their source embeddings and the grid.
 
     Attributes:
@@ -82,8 +77,8 @@ class ExpertStore:
     errors: np.ndarray
 
 
-def load_store(paths: ResultsPaths, probe: str | None = None, method: str | None = None) -> ExpertStore:
-    """Read embeddings, grid and experts of a results root into an :class:`ExpertStore`."""
+def load_store(paths: ResultsPaths, probe: str | None = None, method: str | None = None) -> StoredExperts:
+    """Read embeddings, grid and experts of a results root into a :class:`StoredExperts`."""
     from t2v_ray.report.evaluate import expert_embeddings
 
     emb = load_embeddings(paths.embeddings, probe=probe, method=method)
@@ -92,7 +87,7 @@ def load_store(paths: ResultsPaths, probe: str | None = None, method: str | None
     sources = [list(s) for s in experts["source_tasks"]]
     expert_ids = list(experts["expert_id"])
     tasks = sorted(set(emb.task_ids) & set(grid["task_id"]))
-    return ExpertStore(
+    return StoredExperts(
         expert_ids,
         sources,
         expert_embeddings(sources, emb),
@@ -102,7 +97,7 @@ def load_store(paths: ResultsPaths, probe: str | None = None, method: str | None
     )
 
 
-def _model2vec_scores(vector: np.ndarray, store: ExpertStore, alpha: float) -> np.ndarray:
+def _model2vec_scores(vector: np.ndarray, store: StoredExperts, alpha: float) -> np.ndarray:
     """MODEL2VEC fitted on every stored grid task (all known cells allowed), scored on the new task."""
 
     from t2v_ray.core.model2vec import fit_model2vec
@@ -118,7 +113,7 @@ def _model2vec_scores(vector: np.ndarray, store: ExpertStore, alpha: float) -> n
 
 
 def rank_experts(
-    vector: np.ndarray, store: ExpertStore, alpha: float = 0.15, model2vec: bool = True, by: str = "d_asym"
+    vector: np.ndarray, store: StoredExperts, alpha: float = 0.15, model2vec: bool = True, by: str = "d_asym"
 ) -> pd.DataFrame:
     """Every expert scored for the task embedded as ``vector``, best first by ``by`` (lower = better).
 
@@ -158,27 +153,16 @@ def rank_experts(
 def load_embed_job(results: str) -> Any:
     """The embed stage's resolved config (``EmbedJobConfig``) saved under ``results``."""
     from t2v_ray.config import from_dict
-    from t2v_ray.distributed.embed import EmbedJobConfig
+    from t2v_ray.stages.embed import EmbedJobConfig
 
     data = read_embed_config(results)
     if not data:
         raise FileNotFoundError(
             f"{storage.join(results, EMBED_CONFIG_FILE)}: no embed config (run `t2v embed` first)"
         )
+    # Where the embed run was tracked does not matter here (and older files name that section ``mlflow``).
+    data = {k: v for k, v in data.items() if k not in ("mlflow", "tracking")}
     return from_dict(EmbedJobConfig, data, where=EMBED_CONFIG_FILE)
-
-
-def build_embedder(job: Any, device: str | None = None) -> tuple[Any, Any]:
-    """(probe, Task2Vec) exactly as the embed stage's workers build them (random-init probes seeded alike)."""
-    import torch
-
-    from t2v_ray.probes import get_probe
-    from t2v_ray.task2vec import Task2Vec
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.embed.seed)
-        probe = get_probe(job.probe, weights=job.weights, input_size=job.input_size)
-    return probe, Task2Vec(probe, config=job.embed, device=device)
 
 
 def folder_rows(uri: str) -> list[dict[str, Any]]:
@@ -234,12 +218,6 @@ class RankResult:
     seconds: dict[str, float]
 
 
-def _stored_probe_hashes(uri: str, probe: str) -> set[str]:
-    df = storage.read_parquet(uri).to_pandas()
-    ok = df[(df["status"] == "ok") & (df["probe"] == probe)] if "probe_hash" in df.columns else df.iloc[:0]
-    return {str(h) for h in ok.get("probe_hash", []) if h}
-
-
 def _check_probe(probe: Any, stored_hashes: set[str]) -> None:
     if stored_hashes and probe.state_hash() not in stored_hashes:
         raise ValueError(
@@ -259,12 +237,13 @@ def rank_new_task(
 ) -> RankResult:
     """Embed one new task with the stored probe/config and rank the stored experts for it."""
     from t2v_ray.data.dataset import TaskDataset
+    from t2v_ray.stages.embed_worker import build_embedder
 
     t0 = time.perf_counter()
     job = load_embed_job(paths.root)
     store = load_store(paths, probe=job.probe, method=job.embed.method)
     probe, t2v = build_embedder(job, device)
-    _check_probe(probe, _stored_probe_hashes(paths.embeddings, job.probe))
+    _check_probe(probe, stored_probe_hashes(paths.embeddings, job.probe))
     t1 = time.perf_counter()
     rows, name = task_rows(task, task_id)
     emb = t2v.embed(TaskDataset(rows, probe.transform, split="train"))

@@ -1,5 +1,7 @@
-"""The expert×task classifier grid on Ray Tune (paper §4, supplement §4.1); the Tune plumbing it shares with
-expert training lives in :mod:`t2v_ray.distributed.tune_utils` (re-exported here).
+"""The grid stage (``t2v grid run``): the expert×task classifier grid on Ray Tune (paper §4, supplement §4.1).
+
+The Tune plumbing it shares with expert training lives in :mod:`t2v_ray.distributed.tune_utils`; the pair records
+and ``grid.parquet`` in :mod:`t2v_ray.results.grid`, the feature cache in :mod:`t2v_ray.results.features`.
 
 One Tune trial per (expert_id, task_id) pair (:func:`run_pair` does the work, :func:`run_grid` drives); the
 ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
@@ -27,28 +29,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from t2v_ray.config import absolute_uri, to_dict
+from t2v_ray.config import Uri, to_dict
 from t2v_ray.data import storage
-from t2v_ray.distributed.features import FeatureSettings, collect_grid, read_pair, read_pairs, write_pair
-from t2v_ray.distributed.tune_utils import (  # noqa: F401  (re-exported: pipeline, jobs and tests import them here)
-    DEFAULT_DATA_DIR,
-    TrackingSettings,
-    TuneSettings,
-    _fs_args,
-    _latest_restorable,
-    _trial_dirname,
-    apply_trial_env,
-    default_state_root,
-    forwarded_env,
-    run_trials,
-    state_key,
-    trial_errors,
-)
-from t2v_ray.train.classifier import ClassifierConfig
+from t2v_ray.distributed.tune_utils import TuneSettings, state_key
+from t2v_ray.results.grid import collect_grid, read_pair, read_pairs, write_pair
+from t2v_ray.results.layout import GRID_CONFIG_FILE, GRID_FILE
+from t2v_ray.results.store import STATUS_ERROR, STATUS_OK
+from t2v_ray.track.settings import TrackingSettings
+from t2v_ray.train.settings import ClassifierConfig, FeatureSettings
 
 log = logging.getLogger(__name__)
-
-GRID_FILE = "grid.parquet"
 
 
 @dataclass(frozen=True)
@@ -63,6 +53,10 @@ class GridConfig:
         transfer: also score LogME, LEEP, NCE and H-score per pair from the cached arrays.
         tune: scheduling, retries, Tune state.
         tracking: MLflow.
+        library: the task library (the pipeline fills it in).
+        expert_store: storage root holding ``experts/`` (``t2v experts train --out``; empty: ``out``).
+        out: storage root for features, pair records, ``grid.parquet`` (and Tune state when local).
+        resume: restore the latest Tune experiment of this grid first (pairs already ``ok`` never rerun anyway).
     """
 
     experts: tuple[str, ...] = ()
@@ -72,6 +66,10 @@ class GridConfig:
     transfer: bool = True
     tune: TuneSettings = field(default_factory=TuneSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    library: Uri = ""
+    expert_store: Uri = ""
+    out: Uri = ""
+    resume: bool = False
 
     def result_hash(self) -> str:
         """Hash of what determines a pair's result; selection, scheduling and tracking settings do not."""
@@ -121,9 +119,10 @@ def _cached(key: tuple, build: Callable[[], Any]) -> Any:
 
 def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.distributed.experts import ExpertStore
-    from t2v_ray.distributed.features import extract_pair, get_or_extract
+    from t2v_ray.results.experts import ExpertStore
+    from t2v_ray.results.features import get_or_extract
     from t2v_ray.train.classifier import fit_classifier
+    from t2v_ray.train.features import extract_pair
     from t2v_ray.train.scores import transfer_scores
 
     lib = _cached(("library", ctx.library_uri), lambda: TaskLibrary.open(ctx.library_uri))
@@ -158,8 +157,6 @@ def run_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     """
     import uuid
 
-    from t2v_ray.distributed.results import STATUS_ERROR, STATUS_OK
-
     rhash = ctx.cfg.result_hash()
     old = read_pair(ctx.out_uri, expert_id, task_id)
     if old is not None and old.get("status") == STATUS_OK and old.get("config_hash") == rhash:
@@ -186,7 +183,6 @@ def _log_pair(ctx: GridContext, row: dict) -> str | None:
     """One MLflow run per pair; a FINISHED run of the same pair and config (a killed attempt's) is reused."""
     import math
 
-    from t2v_ray.distributed.results import STATUS_OK
     from t2v_ray.track import run_name, run_tags
 
     tracker = ctx.tracker
@@ -226,6 +222,8 @@ def grid_trial(config: dict, ctx: GridContext) -> None:
 
     from ray import tune
 
+    from t2v_ray.distributed.tune_utils import apply_trial_env
+
     apply_trial_env(ctx.env, ctx.cfg.tune.cpus_per_trial)
     item = config["item"]
     row = run_pair(item["expert_id"], item["task_id"], ctx)
@@ -247,7 +245,7 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
 
     Unknown task ids raise (a config error); unknown or broken experts become error rows when their pairs run.
     """
-    from t2v_ray.distributed.experts import ExpertStore
+    from t2v_ray.results.experts import ExpertStore
 
     experts = list(cfg.experts) or ExpertStore(experts_uri).expert_ids()
     if not experts:
@@ -258,10 +256,8 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
     return [(e, t) for e in experts for t in tasks]
 
 
-def _record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
+def record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
     """Trials that failed past their retries still get a row saying why (unless the pair got done meanwhile)."""
-    from t2v_ray.distributed.results import STATUS_ERROR, STATUS_OK
-
     for item, message in failures:
         e, t = item.get("expert_id"), item.get("task_id")
         old = read_pair(ctx.out_uri, e, t) if e and t else None
@@ -270,28 +266,97 @@ def _record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None
             write_pair(ctx.out_uri, {**row, "config_hash": ctx.cfg.result_hash()})
 
 
-def run_grid(cfg: GridConfig, library_uri: str, experts_uri: str, out_uri: str, resume: bool = False) -> Any:
+@dataclass
+class GridSummary:
+    """What a run of the grid stage did: ``grid.parquet`` as written, counts per status, the non-ok pairs.
+
+    Attributes:
+        out: storage root of the grid.
+        grid: the ``grid.parquet`` table.
+        seconds: wall time of the run.
+    """
+
+    out: str
+    grid: Any
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Pairs per status."""
+        counts: dict[str, int] = {}
+        for status in self.grid.column("status").to_pylist():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    @property
+    def pairs(self) -> int:
+        return self.grid.num_rows
+
+    @property
+    def pairs_per_minute(self) -> float:
+        return 60 * self.pairs / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def bad(self) -> list[tuple[str, str, str, str]]:
+        """``(expert_id, task_id, status, error)`` of every pair that is not ``ok``."""
+        rows = self.grid.select(["expert_id", "task_id", "status", "error"]).to_pylist()
+        return [
+            (r["expert_id"], r["task_id"], r["status"], r["error"] or "")
+            for r in rows
+            if r["status"] != STATUS_OK
+        ]
+
+    def table(self) -> Any:
+        """A rich table: counts per status, time, pairs per minute and the first 50 non-ok pairs."""
+        from rich.table import Table
+
+        table = Table(title=f"t2v grid -> {self.out}")
+        table.add_column("", style="bold")
+        table.add_column("value", justify="right")
+        for status, n in sorted(self.counts.items()):
+            table.add_row(status, str(n))
+        table.add_row("pairs", str(self.pairs))
+        table.add_row("wall time", f"{self.seconds:.1f} s")
+        table.add_row("pairs / minute", f"{self.pairs_per_minute:.1f}")
+        for e, t, status, message in self.bad[:50]:
+            table.add_row(f"[red]{status}[/red] {e} × {t}", message[:200])
+        return table
+
+
+def _run_trials(ctx: GridContext, todo: list[dict], pairs: list[tuple[str, str]]) -> None:
+    """Every pair of ``todo`` as a Tune trial; a resumed experiment's unplanned pairs in a fresh one."""
+    from ray import tune
+
+    from t2v_ray.distributed.ray_utils import init_ray
+    from t2v_ray.distributed.tune_utils import default_state_root, run_trials, trial_errors
+
+    cfg, out_uri = ctx.cfg, ctx.out_uri
+    init_ray(cfg.tune.ray_address)
+    trainable = tune.with_parameters(grid_trial, ctx=ctx)
+    root, prefix = default_state_root(out_uri, cfg.tune), f"grid-{ctx.grid_key}-"
+    record_failures(ctx, trial_errors(run_trials(trainable, todo, cfg.tune, root, prefix, cfg.resume)))
+    # A restored experiment only knows the pairs of its own run: newly planned ones need a fresh one.
+    recorded = read_pairs(out_uri, pairs)
+    left = [p for p in todo if (p["expert_id"], p["task_id"]) not in recorded]
+    if cfg.resume and left:
+        record_failures(ctx, trial_errors(run_trials(trainable, left, cfg.tune, root, prefix)))
+
+
+def run_grid(cfg: GridConfig) -> GridSummary:
     """Train and evaluate the linear classifier of every (expert, task) pair on Ray Tune; write ``grid.parquet``.
 
     Args:
-        cfg: the grid config.
-        library_uri: the task library.
-        experts_uri: storage root holding ``experts/`` (from ``t2v experts train --out``).
-        out_uri: storage root for features, pair records, ``grid.parquet`` (and Tune state when local).
-        resume: restore the latest Tune experiment of this grid first (pairs already ``ok`` never rerun anyway).
-
-    Returns:
-        The ``grid.parquet`` table.
+        cfg: the grid config, with ``library``, ``out`` and (unless the experts live in ``out``) ``expert_store``.
     """
-    from ray import tune
-
     from t2v_ray.data.library import TaskLibrary
-    from t2v_ray.distributed.ray_utils import init_ray
-    from t2v_ray.distributed.results import STATUS_OK
-    from t2v_ray.track import Tracker, experiment_name, run_tags
+    from t2v_ray.distributed.ray_utils import worker_env
+    from t2v_ray.track import run_tags, stage_tracker
 
-    # Tune runs each trial in its own working directory: no relative path may reach a trial.
-    library_uri, experts_uri, out_uri = (absolute_uri(str(u)) for u in (library_uri, experts_uri, out_uri))
+    if not cfg.library or not cfg.out:
+        raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
+    start = time.perf_counter()
+    library_uri, out_uri = cfg.library, cfg.out
+    experts_uri = cfg.expert_store or out_uri
     pairs = plan_pairs(cfg, TaskLibrary.open(library_uri), experts_uri)
     rhash = cfg.result_hash()
     done = {
@@ -301,30 +366,14 @@ def run_grid(cfg: GridConfig, library_uri: str, experts_uri: str, out_uri: str, 
     }
     todo = [{"expert_id": e, "task_id": t} for e, t in pairs if (e, t) not in done]
     storage.write_bytes_atomic(
-        storage.join(out_uri, "grid", "config.json"), json.dumps(to_dict(cfg), indent=1).encode()
+        storage.join(out_uri, GRID_CONFIG_FILE), json.dumps(to_dict(cfg), indent=1).encode()
     )
-    tracker = Tracker.create(
-        cfg.tracking.uri,
-        experiment_name(library_uri, "grid"),
-        cfg.tracking.artifact_root,
-        cfg.tracking.enabled,
-    )
+    tracker = stage_tracker(cfg.tracking, library_uri, "grid")
     with tracker.parent_run("grid", params=to_dict(cfg), tags=run_tags("grid", n_pairs=len(pairs))) as parent:
         if todo:
-            init_ray(cfg.tune.ray_address)
-            ctx = GridContext(cfg, library_uri, experts_uri, out_uri, tracker, parent, forwarded_env())
-            trainable = tune.with_parameters(grid_trial, ctx=ctx)
-            root, prefix = (
-                default_state_root(out_uri, cfg.tune),
-                f"grid-{state_key(library_uri, experts_uri, out_uri)}-",
-            )
-            _record_failures(ctx, trial_errors(run_trials(trainable, todo, cfg.tune, root, prefix, resume)))
-            # A restored experiment only knows the pairs of its own run: newly planned ones need a fresh one.
-            recorded = read_pairs(out_uri, pairs)
-            left = [p for p in todo if (p["expert_id"], p["task_id"]) not in recorded]
-            if resume and left:
-                _record_failures(ctx, trial_errors(run_trials(trainable, left, cfg.tune, root, prefix)))
+            ctx = GridContext(cfg, library_uri, experts_uri, out_uri, tracker, parent, worker_env())
+            _run_trials(ctx, todo, pairs)
         table = collect_grid(out_uri, pairs)
         storage.write_parquet_atomic(table, storage.join(out_uri, GRID_FILE))
         tracker.log_artifact_bytes(parent, GRID_FILE, storage.parquet_bytes(table))
-    return table
+    return GridSummary(out_uri, table, time.perf_counter() - start)

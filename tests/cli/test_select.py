@@ -94,12 +94,13 @@ def test_report_uses_default_output_folder_and_protocol_flag(synth, no_figures):
 
 
 def test_run_select_logs_tables_metrics_and_config(synth, tmp_path, monkeypatch, no_figures):
-    from t2v_ray.report import stage
+    from t2v_ray.stages import select as stage
 
     tracker = RecordingTracker()
-    monkeypatch.setattr(stage, "_tracker", lambda cfg, paths: tracker)
+    monkeypatch.setattr(stage, "stage_tracker", lambda settings, library, name: tracker)
     cfg = stage.SelectConfig(results=str(synth.root), out=str(tmp_path), model2vec=False, n_boot=20)
-    table, _, written = stage.run_select(cfg)
+    summary = stage.run_select(cfg)
+    table, written = summary.table1, summary.written
     name, params, tags = tracker.runs[0]
     assert name == "select:taxonomy" and tags["stage"] == "select" and params["protocol"] == "taxonomy"
     assert set(tracker.artifacts) == set(written)  # every file written is also an artifact

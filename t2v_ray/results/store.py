@@ -1,4 +1,4 @@
-"""Crash-safe, incrementally written Parquet result tables (``embeddings.parquet``, and reusable for others).
+"""Crash-safe, incrementally written Parquet result tables (``embeddings.parquet``; any keyed table).
 
 A :class:`ResultStore` keeps one compacted file (``<out>/<name>``) plus a folder of small part files
 (``<out>/<name>.parts/part-*.parquet``). Results are buffered and flushed as a new part file every few rows or
@@ -10,6 +10,7 @@ One writer per store at a time: two concurrent runs on the same ``out`` are not 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,43 +18,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from t2v_ray.data import storage
+from t2v_ray.results.layout import PARTS_SUFFIX
 
-EMBEDDINGS_FILE = "embeddings.parquet"
-PARTS_SUFFIX = ".parts"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-
-# DESIGN.md "Embeddings and results", plus what later stages need: the trivial embedding t0 and the domain
-# embedding (mean probe feature) per task, and provenance (CPU time, worker, finish time).
-EMBEDDING_SCHEMA = pa.schema(
-    [
-        pa.field("task_id", pa.string(), nullable=False),
-        pa.field("probe", pa.string()),
-        pa.field("probe_hash", pa.string()),
-        pa.field("method", pa.string()),
-        pa.field("config_hash", pa.string()),
-        pa.field("data_hash", pa.string()),
-        pa.field("embedding", pa.list_(pa.float32())),
-        pa.field("layer_offsets", pa.list_(pa.int64())),
-        pa.field("norm", pa.float64()),
-        pa.field("head_accuracy", pa.float64()),
-        pa.field("n_samples", pa.int64()),
-        pa.field("seconds", pa.float64()),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("n_classes", pa.int64()),
-        pa.field("trivial", pa.list_(pa.float32())),
-        pa.field("domain", pa.list_(pa.float32())),
-        pa.field("cpu_seconds", pa.float64()),
-        pa.field("worker", pa.string()),
-        pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
-    ]
-)
-EMBEDDING_KEY = ("task_id",)
-CACHE_KEY = ("probe_hash", "config_hash", "data_hash")
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -95,9 +65,9 @@ class ResultStore:
     def __init__(
         self,
         out_uri: str,
-        name: str = EMBEDDINGS_FILE,
-        schema: pa.Schema = EMBEDDING_SCHEMA,
-        key: Sequence[str] = EMBEDDING_KEY,
+        name: str,
+        schema: pa.Schema,
+        key: Sequence[str],
         flush_rows: int = 8,
         flush_seconds: float = 20.0,
     ):
@@ -126,6 +96,21 @@ class ResultStore:
         for name in self.part_names():
             tables.append(conform(storage.read_parquet(storage.join(self.parts_uri, name)), self.schema))
         return latest_per_key(tables, self.key)
+
+    @classmethod
+    def at(cls, file_uri: str, schema: pa.Schema, key: Sequence[str]) -> ResultStore:
+        """The store whose compacted file is ``file_uri`` (its parts sit beside it in ``<file>.parts/``)."""
+        folder, _, name = str(file_uri).rstrip("/").rpartition("/")
+        return cls(folder or ".", name, schema, key)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the merged rows (compacted file + parts): equal rows give an equal fingerprint, whether
+        or not the parts were compacted yet; a new part with new rows changes it."""
+        sink = pa.BufferOutputStream()
+        table = self.read()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
     def read_rows(self) -> dict[tuple, dict[str, Any]]:
         """:meth:`read` as ``{key tuple: row dict}``."""
@@ -189,72 +174,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def is_cached(row: Mapping[str, Any] | None, key: Mapping[str, str]) -> bool:
-    """True when ``row`` is ``ok`` and was computed with the same probe, config and data hashes."""
-    if row is None or row.get("status") != STATUS_OK:
-        return False
-    return all(row.get(k) == key[k] for k in CACHE_KEY)
-
-
-def read_embeddings(out_uri: str, ok_only: bool = True) -> pa.Table:
-    """The rows of ``<out_uri>/embeddings.parquet`` merged with any unfinished parts (see :class:`ResultStore`)."""
-    table = ResultStore(out_uri).read()
-    if ok_only:
-        table = table.filter(pc.equal(table.column("status"), STATUS_OK))
-    return table
-
-
-def embedding_matrix(table: pa.Table, column: str = "embedding") -> tuple[list[str], np.ndarray]:
-    """``(task_ids, matrix)`` with one row per task of ``table`` (ok rows only), float64."""
-    ok = table.filter(pc.equal(table.column("status"), STATUS_OK))
-    ids = ok.column("task_id").to_pylist()
-    vectors = ok.column(column).to_pylist()
-    if not vectors:
-        return ids, np.zeros((0, 0))
-    return ids, np.asarray(vectors, dtype=np.float64)
-
-
-def embedding_row(task_id: str, emb: Any) -> dict[str, Any]:
-    """The result columns of an ``ok`` row from a :class:`~t2v_ray.core.embedding.TaskEmbedding`."""
-    return {
-        "task_id": task_id,
-        "status": STATUS_OK,
-        "error": None,
-        "embedding": np.asarray(emb.vector, dtype=np.float32),
-        "layer_offsets": [int(o) for o in emb.layer_offsets],
-        "norm": emb.norm,
-        "head_accuracy": emb.meta["head_accuracy"],
-        "n_samples": emb.meta["n_samples"],
-        "n_classes": emb.meta["n_classes"],
-        "trivial": np.asarray(emb.meta["trivial"], dtype=np.float32),
-        "domain": np.asarray(emb.meta["domain"], dtype=np.float32),
-    }
-
-
-def error_row(task_id: str, message: str) -> dict[str, Any]:
-    """An ``error`` row; ``message`` should name the task (and shard/row when known)."""
-    return {"task_id": task_id, "status": STATUS_ERROR, "error": message}
-
-
-def log_embedding_run(
-    tracker: Any, parent_id: str | None, row: Mapping[str, Any], tags: dict[str, str]
-) -> str:
-    """One MLflow child run for one row: identifying params, norm/accuracy/seconds, the vector as ``.npy``.
-
-    Error rows get the message as ``error.txt`` and tag ``status=error``. Returns the child's run id.
-    """
-    import io
-
-    params = {k: row.get(k) for k in ("task_id", "probe", "method", "probe_hash", "config_hash", "data_hash")}
-    params.update(n_samples=row.get("n_samples"), n_classes=row.get("n_classes"), worker=row.get("worker"))
-    metrics = {k: float(row[k]) for k in ("norm", "head_accuracy", "seconds") if row.get(k) is not None}
-    if row["status"] == STATUS_OK:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(row["embedding"], dtype=np.float32))
-        artifacts: dict[str, Any] = {"embedding.npy": buf.getvalue()}
-    else:
-        artifacts = {"error.txt": row.get("error") or ""}
-    name = f"embed:{row['task_id']}"
-    return tracker.log_child(parent_id, name, params, metrics, {**tags, "status": row["status"]}, artifacts)

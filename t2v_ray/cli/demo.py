@@ -17,7 +17,7 @@ def demo_config(storage: str = "t2v-data"):
     from t2v_ray.config import load_config
     from t2v_ray.pipeline import PipelineConfig
 
-    path = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     return load_config(PipelineConfig, path, [f"storage={storage}"])
 
 
@@ -61,7 +61,7 @@ def demo(
 
     # Table 1 needs ~110 columns; rich would wrap it into an unreadable tower in a narrow pipe/CI log.
     console = Console(width=None if sys.stdout.isatty() else 130)
-    base = config or Path(__file__).resolve().parent / "configs" / "demo.yaml"
+    base = config or Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     ovr = [f"storage={storage}", f"library.preset={preset}", f"n_experts={experts}", *(overrides or [])]
     cfg = load_config(PipelineConfig, base, ovr)
     try:
@@ -75,7 +75,7 @@ def demo(
 
 def _print_result(console, cfg, result: dict) -> None:
 
-    from t2v_ray.pipeline import _tracking
+    from t2v_ray.pipeline import tracking_uri
 
     for protocol, table in result["tables"].items():
         console.print(render_table1(table, protocol))
@@ -91,7 +91,7 @@ def _print_result(console, cfg, result: dict) -> None:
         + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items())
         + f" (total {sum(secs.values()):.0f}s)"
     )
-    console.print(f"Browse everything in MLflow:  mlflow ui --backend-store-uri {_tracking(cfg)}")
+    console.print(f"Browse everything in MLflow:  mlflow ui --backend-store-uri {tracking_uri(cfg)}")
     print_failures(console, cfg, result)
 
 

@@ -11,10 +11,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from t2v_ray.distributed.results import embedding_row, error_row
+from t2v_ray.results.embeddings import embedding_row, error_row
 
 if TYPE_CHECKING:
-    from t2v_ray.distributed.embed import EmbedJobConfig
+    from t2v_ray.stages.embed import EmbedJobConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,14 @@ def build_probe(cfg: EmbedJobConfig) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.embed.seed)
         return get_probe(cfg.probe, weights=cfg.weights, input_size=cfg.input_size)
+
+
+def build_embedder(cfg: EmbedJobConfig, device: str | None = None) -> tuple[Any, Any]:
+    """``(probe, Task2Vec)`` as every embed worker builds them (also ``t2v select rank`` for a new task)."""
+    from t2v_ray.task2vec import Task2Vec
+
+    probe = build_probe(cfg)
+    return probe, Task2Vec(probe, config=cfg.embed, device=device)
 
 
 def probe_identity(cfg: EmbedJobConfig) -> tuple[str, int]:
@@ -49,15 +57,13 @@ class EmbedWorker:
 
         from t2v_ray.data.library import TaskLibrary
         from t2v_ray.distributed.ray_utils import retry_io
-        from t2v_ray.task2vec import Task2Vec
 
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("gpus_per_actor > 0 but this actor sees no CUDA device")
         if not use_gpu:
             torch.set_num_threads(threads)
         self.cfg = cfg
-        self.probe = build_probe(cfg)
-        self.t2v = Task2Vec(self.probe, config=cfg.embed, device="cuda" if use_gpu else "cpu")
+        self.probe, self.t2v = build_embedder(cfg, "cuda" if use_gpu else "cpu")
         self.probe_hash = self.probe.state_hash()
         self.library = retry_io(lambda: TaskLibrary.open(cfg.library), cfg.library, cfg.io_retries, 1.0)
 
@@ -93,7 +99,7 @@ class EmbedWorker:
             # Bad data is expected at scale and named in the row; a traceback only helps for the unexpected.
             expected = isinstance(err, ValueError | LibraryError | TransientIOError)
             log.warning("task %s failed: %s", task_id, err, exc_info=not expected)
-            row = error_row(task_id, _describe_error(task_id, err))
+            row = error_row(task_id, describe_error(task_id, err))
         row.update(
             seconds=time.perf_counter() - t0,
             cpu_seconds=time.process_time() - c0,  # well below `seconds`: waiting on I/O, a GPU or other load
@@ -113,7 +119,7 @@ class EmbedWorker:
         return {**embedding_row(task_id, emb), "embed_seconds": emb.meta["seconds"]}
 
 
-def _describe_error(task_id: str, err: BaseException) -> str:
+def describe_error(task_id: str, err: BaseException) -> str:
     """A one-line reason that names the task (TaskDataError already names task, shard and row)."""
     text = str(err) or type(err).__name__
     if f"task {task_id!r}" in text:

@@ -1,7 +1,7 @@
-"""``t2v grid``: the expert×task classifier grid on Ray Tune (library code in :mod:`t2v_ray.distributed.grid`).
+"""``t2v grid``: the expert×task classifier grid on Ray Tune (library code in :mod:`t2v_ray.stages.grid`).
 
 Config precedence: defaults in code (the paper's classifier recipe) < ``--config FILE`` (YAML of
-:class:`~t2v_ray.distributed.grid.GridConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
+:class:`~t2v_ray.stages.grid.GridConfig`) < flags < trailing ``key.sub=value`` overrides. Example::
 
     t2v grid run --library s3://b/glyphs --experts s3://b/run --out s3://b/run --gpus-per-trial 0.25 \\
         classifier.epochs=8
@@ -13,19 +13,22 @@ pairs. Exit status: 0 when the grid finished (error rows are listed), 2 with ``-
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from t2v_ray.cli_common import exit_on_bad_settings, flag_overrides, resolve_stage_config
+from t2v_ray.cli.common import exit_on_bad_settings, flag_overrides, resolve_stage_config
 
 app = typer.Typer(
     help="Ground-truth grid: a linear classifier per (expert, task) pair.", no_args_is_help=True
 )
 
 _FLAG_KEYS = {
+    "library": "library",
+    "experts": "expert_store",
+    "out": "out",
+    "resume": "resume",
     "tasks": "tasks",
     "expert_ids": "experts",
     "cpus_per_trial": "tune.cpus_per_trial",
@@ -36,39 +39,10 @@ _FLAG_KEYS = {
 
 
 def load_grid_config(config: Path | str | None, overrides: list[str]) -> Any:
-    """Resolve a :class:`~t2v_ray.distributed.grid.GridConfig` from YAML and dotted overrides."""
-    from t2v_ray.distributed.grid import GridConfig
+    """Resolve a :class:`~t2v_ray.stages.grid.GridConfig` from YAML and dotted overrides."""
+    from t2v_ray.stages.grid import GridConfig
 
     return resolve_stage_config(GridConfig, config, overrides)
-
-
-def summarize(table: Any, seconds: float) -> dict[str, Any]:
-    """Counts per status, wall time, pairs per minute and the non-ok rows of a grid table."""
-    rows = table.to_pylist()
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    bad = [(r["expert_id"], r["task_id"], r["status"], r["error"] or "") for r in rows if r["status"] != "ok"]
-    per_min = 60 * len(rows) / seconds if seconds > 0 else float("nan")
-    return {"counts": counts, "pairs": len(rows), "seconds": seconds, "pairs_per_minute": per_min, "bad": bad}
-
-
-def print_summary(summary: dict[str, Any], out: str) -> None:
-    """Print :func:`summarize` as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"t2v grid -> {out}")
-    table.add_column("", style="bold")
-    table.add_column("value", justify="right")
-    for status, n in sorted(summary["counts"].items()):
-        table.add_row(status, str(n))
-    table.add_row("pairs", str(summary["pairs"]))
-    table.add_row("wall time", f"{summary['seconds']:.1f} s")
-    table.add_row("pairs / minute", f"{summary['pairs_per_minute']:.1f}")
-    for e, t, status, message in summary["bad"][:50]:
-        table.add_row(f"[red]{status}[/red] {e} × {t}", message[:200])
-    Console().print(table)
 
 
 @app.command("run")
@@ -92,9 +66,15 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Exit 2 when any pair is not ok."),
 ) -> None:
     """Train a linear classifier on every (expert, task) pair; write grid.parquet and one MLflow run per pair."""
-    from t2v_ray.distributed.grid import run_grid
+    from rich.console import Console
+
+    from t2v_ray.stages.grid import run_grid
 
     flags = dict(
+        library=library,
+        experts=experts,
+        out=out,
+        resume=resume or None,
         tasks=tasks,
         expert_ids=expert_ids,
         cpus_per_trial=cpus_per_trial,
@@ -102,10 +82,8 @@ def run(
         address=address,
         tracking_uri=tracking_uri,
     )
-    start = time.perf_counter()
     with exit_on_bad_settings("t2v grid run"):
         cfg = load_grid_config(config, flag_overrides(flags, _FLAG_KEYS) + list(overrides or []))
-        table = run_grid(cfg, library, experts, out, resume=resume)
-    summary = summarize(table, time.perf_counter() - start)
-    print_summary(summary, out)
-    raise typer.Exit(2 if strict and summary["bad"] else 0)
+        summary = run_grid(cfg)
+    Console().print(summary.table())
+    raise typer.Exit(2 if strict and summary.bad else 0)

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from t2v_ray.core.distance import asymmetric_distance
 from t2v_ray.data import storage
-from t2v_ray.report.rank import folder_rows, load_store, rank_experts
-from t2v_ray.report.results import ResultsPaths
+from t2v_ray.results.layout import ResultsPaths
+from t2v_ray.stages.rank import folder_rows, load_store, rank_experts
 
 
 def test_rank_order_matches_hand_computed_d_asym(synth):
@@ -61,8 +61,8 @@ def probe_results(tmp_path_factory, synth):
     """A results root whose embeddings have the dimension and weights hash of a random-init small_cnn."""
     from t2v_ray.config import to_dict
     from t2v_ray.core.heads import HeadConfig
-    from t2v_ray.distributed.embed import EmbedJobConfig
-    from t2v_ray.report.rank import build_embedder
+    from t2v_ray.stages.embed import EmbedJobConfig
+    from t2v_ray.stages.embed_worker import build_embedder
     from t2v_ray.task2vec import EmbedConfig
 
     root = tmp_path_factory.mktemp("probe_results")

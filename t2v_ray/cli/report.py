@@ -1,4 +1,4 @@
-"""``t2v report``: Table 1 and the Fig. 1-3 style figures for a results root (library code in ``stage``).
+"""``t2v report``: Table 1 and the Fig. 1-3 style figures for a results root (the stage: :mod:`t2v_ray.stages.select`).
 
 Config precedence: defaults in code < ``--config FILE`` (YAML, keys of ``SelectConfig``) < flags < trailing
 ``key=value`` overrides. Example::
@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from t2v_ray.cli_common import bad_parameter_on
+from t2v_ray.cli.common import bad_parameter_on
 
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. n_boot=2000 model2vec=false.")
 RESULTS = typer.Option(None, "--results", help="Results root (folder or s3:// prefix).")
@@ -37,11 +37,9 @@ TRACK = typer.Option(None, "--track/--no-track", help="Log to MLflow (default on
 CONFIG = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config file.")
 
 
-def run_from_cli(
-    config: Path | None, overrides: list[str] | None, **flags: Any
-) -> tuple[Any, Any, dict[str, str]]:
-    """Resolve the config from CLI inputs and run the select stage; usage errors exit with status 2."""
-    from t2v_ray.report.stage import resolve_config, run_select
+def run_from_cli(config: Path | None, overrides: list[str] | None, **flags: Any) -> Any:
+    """Resolve the config from CLI inputs and run the select stage (a ``SelectSummary``); usage errors exit 2."""
+    from t2v_ray.stages.select import resolve_config, run_select
 
     with bad_parameter_on():  # ConfigError is a ValueError: unknown key, wrong type, bad protocol
         cfg = resolve_config(str(config) if config else None, flags, overrides)
@@ -73,5 +71,5 @@ def report(
 ) -> None:
     """Write Table 1 (Markdown + CSV), the picks and the Fig. 1-3 style figures for a results root."""
     # First statement, so locals() holds exactly the command's parameters.
-    _, _, written = run_from_cli(**locals())
-    print_written(written)
+    summary = run_from_cli(**locals())
+    print_written(summary.written)

@@ -17,27 +17,13 @@ from typing import Any
 
 import typer
 
-from t2v_ray.cli_common import bad_parameter_on, flag_overrides, resolve_stage_config
-from t2v_ray.report import cli as common
+from t2v_ray.cli import report as common
+from t2v_ray.cli.common import bad_parameter_on, flag_overrides, resolve_stage_config
 
 app = typer.Typer(
     help="Expert selection: Table 1 on stored results, or ranking experts for a new task.",
     no_args_is_help=True,
 )
-
-
-def render_table1(table: Any, title: str) -> Any:
-    """Table 1 as a rich table (the same strings as the Markdown file)."""
-    from rich.table import Table
-
-    from t2v_ray.report.tables import HEADERS, format_rows
-
-    out = Table(title=title, show_header=True)
-    for i, h in enumerate(HEADERS):
-        out.add_column(h, justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
-    for row in format_rows(table):
-        out.add_row(*row)
-    return out
 
 
 @app.command()
@@ -57,16 +43,15 @@ def evaluate(
 ) -> None:
     """Run every selector on the stored embeddings and grid; print Table 1 and write the report."""
     # First statement, so locals() holds exactly the command's parameters.
-    table, details, written = common.run_from_cli(**locals())
+    summary = common.run_from_cli(**locals())
     from rich.console import Console
 
-    title = f"Table 1 — protocol {details.protocol}: {len(details.task_ids)} tasks × {len(details.expert_ids)} experts"
-    Console().print(render_table1(table, title))
-    common.print_written(written)
+    Console().print(summary.table())
+    common.print_written(summary.written)
 
 
 def render_ranking(result: Any, top: int | None) -> Any:
-    """The ranking of :func:`t2v_ray.report.rank.rank_new_task` as a rich table."""
+    """The ranking of :func:`t2v_ray.stages.rank.rank_new_task` as a rich table."""
     import math
 
     from rich.table import Table
@@ -121,8 +106,8 @@ def rank(
     from rich.console import Console
 
     from t2v_ray.data import storage
-    from t2v_ray.report.rank import RankConfig, rank_new_task
-    from t2v_ray.report.results import ResultsPaths
+    from t2v_ray.results.layout import ResultsPaths
+    from t2v_ray.stages.rank import RankConfig, rank_new_task
 
     flags = dict(
         task=task,
