@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from t2v_ray.core.heads import balanced_indices
+from t2v_ray.core.heads import balanced_indices, fit_softmax
+from t2v_ray.core.settings import HeadConfig
 from t2v_ray.train.features import extract_features, labels_of
 from t2v_ray.train.settings import ExpertTrainConfig
 
@@ -60,18 +61,15 @@ def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 def _train_head_phase(
     feats: torch.Tensor, labels: torch.Tensor, head: nn.Linear, cfg: ExpertTrainConfig, gen: torch.Generator
 ) -> list[float]:
-    """Adam on the head alone over cached features; returns the mean loss of every epoch."""
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
-    losses = []
-    for _ in range(cfg.head_epochs):
-        total, n = 0.0, 0
-        for idx in _batches(balanced_indices(labels, cfg.epoch_size, gen), cfg.batch_size):
-            loss = F.cross_entropy(head(feats[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, n = total + loss.item() * idx.numel(), n + idx.numel()
-        losses.append(total / max(n, 1))
+    """The head alone on cached features (the shared head trainer; Adam, no weight decay); returns the mean
+    loss of every epoch and leaves the trained weights in ``head``."""
+    recipe = HeadConfig(
+        epochs=cfg.head_epochs, epoch_size=cfg.epoch_size, batch_size=cfg.batch_size, lr=cfg.head_lr
+    )
+    w, losses = fit_softmax(feats, labels, head.out_features, recipe, gen, track_loss=True)
+    with torch.no_grad():
+        head.weight.copy_(w[:, :-1])
+        head.bias.copy_(w[:, -1])
     return losses
 
 
@@ -150,8 +148,7 @@ def train_expert(
     nn.init.zeros_(head.bias)
     cached = torch.from_numpy(extract_features(features, train, device=device).features).to(device)
     res = ExpertResult(head, {"head_loss": [], "train_loss": [], "train_acc": [], "lr": [], "test_error": []})
-    with torch.enable_grad():
-        res.curves["head_loss"] = _train_head_phase(cached, labels.to(device), head, cfg, gen)
+    res.curves["head_loss"] = _train_head_phase(cached, labels.to(device), head, cfg, gen)
     for e, v in enumerate(res.curves["head_loss"]):
         _notify(on_epoch, "head", e, {"head_loss": v})
     model = nn.Sequential(features, nn.Flatten(1), head)

@@ -156,23 +156,6 @@ def test_transfer_scores_need_source_probabilities_for_leep_and_nce():
     assert scores["leep"] > math.log(1 / 3)
 
 
-@pytest.mark.parametrize("balanced", [True, False])
-def test_fast_linear_head_takes_the_same_adam_steps_as_the_autograd_head(balanced):
-    from t2v_ray.core.heads import train_head
-    from t2v_ray.train.classifier import fit_linear
-
-    fs = _blobs(50, 7, 3, 0, sep=1.0)
-    x, y = torch.from_numpy(fs.features).float(), torch.from_numpy(fs.labels)
-    cfg = ClassifierConfig(
-        epochs=3, epoch_size=40, batch_size=16, lr=1e-2, weight_decay=5e-2, balanced=balanced
-    )
-    w, steps = fit_linear(x, y, 3, cfg, torch.Generator().manual_seed(4))
-    head, stats = train_head(x, y, 3, cfg.head_config(), generator=torch.Generator().manual_seed(4))
-    assert steps == stats["steps"] == 3 * 3
-    torch.testing.assert_close(w[:, :-1], head.weight.detach(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(w[:, -1], head.bias.detach(), rtol=1e-4, atol=1e-6)
-
-
 @pytest.mark.parametrize("freeze_bn", [True, False])
 def test_freeze_bn_keeps_the_pretrained_running_statistics(freeze_bn):
     # Fine-tuning in train mode replaces BatchNorm running statistics by batch statistics (momentum 0.1);
