@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_fisher.py
 	$(BIN)/python tests/benchmarks/bench_embed.py
 	$(BIN)/python tests/benchmarks/bench_grid.py
+	$(BIN)/python tests/benchmarks/bench_heads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -25,8 +25,6 @@ from t2v_ray.stages.experts import ExpertsConfig
 from t2v_ray.stages.grid import GridConfig
 from t2v_ray.stages.library import LibraryConfig
 
-LibrarySettings = LibraryConfig  # the name of the pipeline's library section before the stages package
-
 Stage = Literal["library", "experts", "embed", "grid", "select"]
 STAGES: tuple[Stage, ...] = ("library", "experts", "embed", "grid", "select")
 
@@ -88,7 +86,9 @@ def tracking_uri(cfg: PipelineConfig) -> str:
 
 def library_config(cfg: PipelineConfig) -> LibraryConfig:
     """The library section with its build target under ``storage``."""
-    return replace(cfg.library, out=cfg.library.out or _join(cfg.storage, "library"))
+    from t2v_ray.results.layout import LIBRARY_DIR
+
+    return replace(cfg.library, out=cfg.library.out or _join(cfg.storage, LIBRARY_DIR))
 
 
 def library_uri(cfg: PipelineConfig) -> str:
@@ -96,7 +96,9 @@ def library_uri(cfg: PipelineConfig) -> str:
 
 
 def results_uri(cfg: PipelineConfig) -> str:
-    return _join(cfg.storage, "results")
+    from t2v_ray.results.layout import RESULTS_DIR
+
+    return _join(cfg.storage, RESULTS_DIR)
 
 
 def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:

@@ -97,10 +97,5 @@ def pairwise_asymmetric(
     return cross_symmetric(sources, targets) - alpha * triv[:, None]
 
 
-def domain_embedding(features: np.ndarray) -> np.ndarray:
-    """Domain-embedding baseline (paper §3.2/§4.1): mean activation per feature over the task's images."""
-    return np.asarray(features, dtype=np.float64).mean(axis=0)
-
-
 def _vec(x) -> np.ndarray:
     return np.asarray(getattr(x, "vector", x), dtype=np.float64).reshape(-1)

@@ -41,8 +41,3 @@ class TaskEmbedding:
         """The vector split into per-layer blocks."""
         o = self.layer_offsets
         return [self.vector[o[i] : o[i + 1]] for i in range(len(o) - 1)]
-
-
-def reduce_per_filter(per_weight: np.ndarray, n_filters: int) -> np.ndarray:
-    """Average a flattened per-weight Fisher over each filter (axis 0 of the weight tensor)."""
-    return np.asarray(per_weight, dtype=np.float64).reshape(n_filters, -1).mean(axis=1)

@@ -18,10 +18,9 @@ from typing import Any
 
 from t2v_ray.config import Uri
 from t2v_ray.data import storage
+from t2v_ray.results.layout import DEFAULT_DATA_DIR, TUNE_DIR
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR = "t2v-data"
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ def default_state_root(out_uri: str, settings: TuneSettings) -> str:
     if settings.storage_path:
         return settings.storage_path
     if storage.is_local(out_uri):
-        return storage.join(out_uri, "tune")
-    return os.path.abspath(os.path.join(DEFAULT_DATA_DIR, "tune"))
+        return storage.join(out_uri, TUNE_DIR)
+    return os.path.abspath(os.path.join(DEFAULT_DATA_DIR, TUNE_DIR))
 
 
 def state_key(*uris: str) -> str:

@@ -1,6 +1,6 @@
-"""Select stage and reports: Table 1 on stored results, the paper's Fig. 1-3 style figures, ranking for a new task.
+"""Reports: Table 1 on stored results and the paper's Fig. 1-3 style figures.
 
-Modules: ``results`` (results-root layout and loaders), ``evaluate`` (every selector on the stored grid),
-``tables`` / ``figures`` / ``violins`` / ``writer`` (outputs), ``stage`` (end to end + MLflow), ``rank``
-(one new task), ``cli`` / ``select_cli`` (``t2v report``, ``t2v select evaluate|rank``).
+Modules: ``evaluate`` (every selector on the stored grid: Table 1 and the per-task details), ``tables`` /
+``figures`` / ``violins`` / ``plotting`` / ``writer`` (the output files), ``tasks`` (task specs and figure groups).
+The select stage that runs them is :mod:`t2v_ray.stages.select`; its commands live in :mod:`t2v_ray.cli.select`.
 """

@@ -25,6 +25,9 @@ from typing import Any
 
 from t2v_ray.data import storage
 
+DEFAULT_DATA_DIR = "t2v-data"  # the embedded default: library, results, MLflow and Tune state of a laptop run
+LIBRARY_DIR = "library"  # under a pipeline's storage root: the library it built...
+RESULTS_DIR = "results"  # ...and the results root of every stage
 EMBEDDINGS_FILE = "embeddings.parquet"
 PARTS_SUFFIX = ".parts"
 EMBED_CONFIG_FILE = "embed_config.yaml"

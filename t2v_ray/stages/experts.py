@@ -1,6 +1,6 @@
 """The experts stage (``t2v experts train``): fine-tune probe networks on a task or a group of tasks on Ray Tune.
 
-One Tune trial per expert (:func:`train_experts`); each stores its weights and record through
+One Tune trial per expert (:func:`run_experts`); each stores its weights and record through
 :class:`~t2v_ray.results.experts.ExpertStore`, and the driver rewrites ``experts.parquet`` at the end.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from t2v_ray.results.layout import DEFAULT_DATA_DIR
 from t2v_ray.track.naming import (
     ARTIFACTS_DIRNAME,
     default_tracking_uri,
@@ -16,8 +17,6 @@ from t2v_ray.track.noop import NoopTracker
 from t2v_ray.track.protocol import Tracker
 from t2v_ray.track.settings import TrackingSettings
 from t2v_ray.track.tracker import MlflowTracker
-
-DEFAULT_DATA_DIR = "t2v-data"
 
 
 def create_tracker(
