@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,19 @@ def test_unknown_keys_and_bad_types_are_errors(tmp_path):
         load_config(PipelineConfig, bad)
     with pytest.raises(ConfigError, match="integer"):
         load_config(PipelineConfig, None, ["n_experts=many"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("library.source=web", "config.library.source"),
+        ("protocols=[taxonomy,oracle]", "config.protocols[1]"),
+        ("stages=[library,train]", "config.stages[1]"),
+        ("embed.embed.method=fisher", "config.embed.embed.method"),
+        ("experts.device=tpu", "config.experts.device"),
+        ("grid.features.device=tpu", "config.grid.features.device"),
+    ],
+)
+def test_enum_like_fields_reject_unknown_values_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}: .* is not one of"):
+        load_config(PipelineConfig, None, [override])
