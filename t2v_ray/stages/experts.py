@@ -150,8 +150,7 @@ def build_expert(
     """
     from t2v_ray.data.library import TaskLibrary
     from t2v_ray.probes import get_probe
-    from t2v_ray.train.experts import full_state_dict, merged_split, train_expert
-    from t2v_ray.train.features import resolve_device
+    from t2v_ray.train.experts import full_state_dict
 
     store, chash = ExpertStore(out_uri), expert_config_hash(cfg, tasks)
     if storage.exists(store.record_uri(expert_id)) and storage.exists(store.weights_uri(expert_id)):
@@ -162,28 +161,7 @@ def build_expert(
     probe = get_probe(cfg.probe, weights=cfg.weights, input_size=cfg.input_size)
     head, classes, metrics, curves = probe.source_head, [], {}, {}
     if tasks:
-        train, classes = merged_split(
-            [lib.read_task(t, split="train") for t in tasks],
-            [lib.task(t) for t in tasks],
-            "train",
-            probe.transform,
-        )
-        test, _ = merged_split(
-            [lib.read_task(t, split="test") for t in tasks],
-            [lib.task(t) for t in tasks],
-            "test",
-            probe.transform,
-        )
-        res = train_expert(
-            probe.features,
-            probe.feature_dim,
-            len(classes),
-            train,
-            cfg.train,
-            test,
-            resolve_device(cfg.device),
-        )
-        head, metrics, curves = res.head, res.metrics, res.curves
+        head, classes, metrics, curves = _fine_tune(probe, lib, tasks, cfg)
     probe.to("cpu")
     record = ExpertRecord(
         expert_id=expert_id,
@@ -196,7 +174,7 @@ def build_expert(
         feature_dim=probe.feature_dim,
         has_source_head=head is not None,
         state_hash=probe.state_hash(),
-        config={**to_dict(cfg), "tune": None, "tracking": None, "library": None, "out": None, "resume": None},
+        config=_recipe(cfg),
         config_hash=chash,
         metrics=metrics,
         curves=curves,
@@ -206,6 +184,30 @@ def build_expert(
     record.mlflow_run_id = _log_expert(tracker, parent_run_id, record, state)
     store.save(record, state)
     return record, False
+
+
+def _fine_tune(
+    probe: Any, lib: Any, tasks: list[str], cfg: ExpertsConfig
+) -> tuple[Any, list[str], dict, dict]:
+    """Fine-tune ``probe`` (in place) on the merged ``tasks``: ``(head, merged classes, metrics, curves)``."""
+    from t2v_ray.train.experts import merged_split, train_expert
+    from t2v_ray.train.features import resolve_device
+
+    specs = [lib.task(t) for t in tasks]
+    splits = {
+        split: merged_split([lib.read_task(t, split=split) for t in tasks], specs, split, probe.transform)
+        for split in ("train", "test")
+    }
+    (train, classes), (test, _) = splits["train"], splits["test"]
+    device = resolve_device(cfg.device)
+    res = train_expert(probe.features, probe.feature_dim, len(classes), train, cfg.train, test, device)
+    return res.head, classes, res.metrics, res.curves
+
+
+def _recipe(cfg: ExpertsConfig) -> dict:
+    """The config stored in ``expert.json``: how the expert was made (not where or how it was scheduled)."""
+    where = ("library", "out", "resume")
+    return {**{k: v for k, v in to_dict(cfg).items() if k not in where}, "tune": None, "tracking": None}
 
 
 def _log_expert(tracker: Any, parent_run_id: str | None, record: ExpertRecord, state: dict) -> str | None:
