@@ -201,7 +201,39 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():
+        _check_range(v, fields[k], f"{where}.{k}")
     return cls(**kwargs)
+
+
+def ranged(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A dataclass field whose value must lie in ``[lo, hi]`` (None: unbounded), checked by the config loader.
+
+    ``t2v_ray/core`` spells the same thing without importing this module:
+    ``field(default=..., metadata={"range": (lo, hi)})``.
+    """
+    return dataclasses.field(default=default, metadata={"range": (lo, hi)})
+
+
+def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    bounds = f.metadata.get("range")
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    lo, hi = bounds
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ConfigError(f"{where}: {value!r} is out of range {span}")
+
+
+def check_ranges(cfg: Any, where: str = "config") -> None:
+    """Raise :class:`ConfigError` for any field of ``cfg`` (nested dataclasses too) outside its ``range``."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, f"{where}.{f.name}")
+        else:
+            _check_range(value, f, f"{where}.{f.name}")
 
 
 def _expand_env(node: Any) -> Any:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from t2v_ray.config import check_ranges, ranged
 from t2v_ray.core.embedding import TaskEmbedding
 from t2v_ray.core.fisher import montecarlo_fisher, prior_embedding, variational_fisher
 from t2v_ray.core.heads import HeadConfig, train_head
@@ -38,26 +40,27 @@ class EmbedConfig:
         amp: forward passes under bf16 autocast (GPU only; Fisher arithmetic stays fp32).
     """
 
-    method: str = "montecarlo"
-    n_draws: int = 0
-    max_classes: int | None = None
-    max_samples: int = 10_000
-    batch_size: int = 64
+    method: Literal["montecarlo", "variational"] = "montecarlo"
+    n_draws: int = ranged(0, 0, 1000)
+    max_classes: int | None = ranged(None, 1)
+    max_samples: int = ranged(10_000, 1)
+    batch_size: int = ranged(64, 1)
     head: HeadConfig = field(default_factory=HeadConfig)
-    beta: float = 1.0
-    var_epochs: int = 2
-    lr_precision: float = 1e-2
-    lr_prior: float = 1e-2
-    var_labels: str = "true"
-    trivial_n: int = 1000
-    seed: int = 0
+    beta: float = ranged(1.0, 0.0)
+    var_epochs: int = ranged(2, 1)
+    lr_precision: float = ranged(1e-2, 0.0)
+    lr_prior: float = ranged(1e-2, 0.0)
+    var_labels: Literal["true", "model"] = "true"
+    trivial_n: int = ranged(1000, 1)
+    seed: int = ranged(0, 0)
     amp: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("montecarlo", "variational"):
             raise ValueError(f"method must be 'montecarlo' or 'variational', got {self.method!r}")
-        if self.n_draws < 0:
-            raise ValueError("n_draws must be >= 0 (0 = exact expectation)")
+        check_ranges(
+            self, "embed"
+        )  # also for configs built in code: max_samples=0 fails here, before any work
 
 
 class Task2Vec:

@@ -7,7 +7,7 @@ number of feature rows with replacement, uniformly over classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +18,12 @@ from torch import nn
 class HeadConfig:
     """Head-training hyper-parameters (paper: Adam, lr 1e-4; 2 epochs before the Fisher, 16 for classifiers)."""
 
-    epochs: int = 2
-    epoch_size: int = 10_000
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    # "range" metadata: bounds the config loader checks (t2v_ray.config.check_ranges) before any work starts.
+    epochs: int = field(default=2, metadata={"range": (0, None)})
+    epoch_size: int = field(default=10_000, metadata={"range": (1, None)})
+    batch_size: int = field(default=64, metadata={"range": (1, None)})
+    lr: float = field(default=1e-4, metadata={"range": (0.0, None)})
+    weight_decay: float = field(default=0.0, metadata={"range": (0.0, None)})
     balanced: bool = True
 
 

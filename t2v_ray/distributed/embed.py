@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from t2v_ray.config import Uri, Weights, absolute_uri, config_hash, to_dict
+from t2v_ray.config import Uri, Weights, absolute_uri, check_ranges, config_hash, ranged, to_dict
 from t2v_ray.distributed.embed_worker import EmbedWorker, probe_identity, worker_threads
 from t2v_ray.distributed.results import (
     STATUS_OK,
@@ -83,23 +83,23 @@ class EmbedJobConfig:
     library: Uri = ""
     probe: str = "efficientnet_lite0"
     weights: Weights | None = "default"
-    input_size: int | None = None
+    input_size: int | None = ranged(None, 8, 4096)
     out: Uri = ""
     tasks: str = ""
-    actors: int = 2
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    actors: int = ranged(2, 1)
+    cpus_per_actor: float = ranged(1.0, 0.01)
+    gpus_per_actor: float = ranged(0.0, 0.0)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    max_restarts: int = 3
-    max_task_retries: int = 2
-    io_retries: int = 4
-    io_backoff_seconds: float = 0.5
-    flush_rows: int = 1
-    flush_seconds: float = 20.0
+    max_restarts: int = ranged(3, 0)
+    max_task_retries: int = ranged(2, 0)
+    io_retries: int = ranged(4, 1)
+    io_backoff_seconds: float = ranged(0.5, 0.0)
+    flush_rows: int = ranged(1, 1)
+    flush_seconds: float = ranged(20.0, 0.0)
     address: str | None = None
-    local_cpus: int | None = None
-    actor_start_timeout: float = 900.0
+    local_cpus: int | None = ranged(None, 1)
+    actor_start_timeout: float = ranged(900.0, 1.0)
     progress: bool = True
 
     def validate(self) -> EmbedJobConfig:
@@ -110,6 +110,7 @@ class EmbedJobConfig:
         """
         if not self.library or not self.out:
             raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
+        check_ranges(self, "embed job")
         if self.actors < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("need actors >= 1, cpus_per_actor > 0 and gpus_per_actor >= 0")
         if self.io_retries < 1:
@@ -207,7 +208,11 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
     if not selected:
         raise ValueError(f"no task of {cfg.library} matches {cfg.tasks!r}")
     store = ResultStore(cfg.out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
-    existing = {k[0]: row for k, row in store.read_rows().items()}
+    existing: dict[
+        str, list[dict]
+    ] = {}  # task_id -> its rows under every (probe, config, data) of this output
+    for row in store.read_rows().values():
+        existing.setdefault(row["task_id"], []).append(row)
     run = _Driver(cfg, store, specs, t_start)
     try:
         return run.execute(selected, existing, callback)
@@ -231,7 +236,7 @@ class _Driver:
 
     # ------------------------------------------------------------------------------------ lifecycle
     def execute(self, selected: list[str], existing: dict, callback) -> EmbedSummary:
-        if all(self._data_unchanged(existing.get(t), t) for t in selected):
+        if all(self._data_unchanged(existing.get(t, []), t) for t in selected):
             # Probably a rerun of a finished job: hash the probe here rather than start actors for nothing.
             self._set_key(*probe_identity(self.cfg))
         todo = self._todo(selected, existing)
@@ -321,15 +326,14 @@ class _Driver:
     def _key(self, task_id: str) -> dict[str, str]:
         return {**self.key, "data_hash": self.specs[task_id].content_hash}
 
-    def _data_unchanged(self, row: dict | None, task_id: str) -> bool:
-        return (
-            bool(row) and row["status"] == STATUS_OK and row["data_hash"] == self.specs[task_id].content_hash
-        )
+    def _data_unchanged(self, rows: list[dict], task_id: str) -> bool:
+        data_hash = self.specs[task_id].content_hash
+        return any(r["status"] == STATUS_OK and r["data_hash"] == data_hash for r in rows)
 
     def _todo(self, selected: list[str], existing: dict) -> list[str]:
         if not self.key:
             return list(selected)
-        return [t for t in selected if not is_cached(existing.get(t), self._key(t))]
+        return [t for t in selected if not is_cached(existing.get(t, []), self._key(t))]
 
     def _note_pid(self, slot: int, pid: int) -> None:
         # Ray restarts a killed actor and retries its call transparently: a new pid is how the driver sees it.

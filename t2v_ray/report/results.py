@@ -126,14 +126,23 @@ def _stack(values: pd.Series) -> np.ndarray:
 
 
 def _choose_run(ok: pd.DataFrame) -> pd.DataFrame:
-    """Keep the (probe, method, config_hash) group covering most tasks: embeddings of different runs never mix."""
+    """Rows of one (probe, method, config_hash) group: the most complete one (most tasks), the newest of those
+    (latest ``finished_at``); embeddings of different configs never mix. Says which when there was a choice."""
     keys = [k for k in ("probe", "method", "config_hash") if k in ok.columns]
     if not keys:
         return ok
-    sizes = ok.groupby(keys, dropna=False)["task_id"].nunique().sort_values(ascending=False, kind="stable")
-    if len(sizes) > 1:
-        log.warning("embeddings hold %d runs %s; using %s", len(sizes), keys, sizes.index[0])
-    best = sizes.index[0] if len(keys) > 1 else (sizes.index[0],)
+    groups = ok.groupby(keys, dropna=False, sort=False)
+    stats = pd.DataFrame({"tasks": groups["task_id"].nunique()})
+    stats["newest"] = groups["finished_at"].max() if "finished_at" in ok.columns else 0
+    stats = stats.sort_values(["tasks", "newest"], ascending=False, kind="stable")
+    best = stats.index[0] if len(keys) > 1 else (stats.index[0],)
+    if len(stats) > 1:
+        log.warning(
+            "embeddings hold %d runs; using %s (%d tasks, newest of the most complete)",
+            len(stats),
+            ", ".join(f"{k}={v}" for k, v in zip(keys, best, strict=True)),
+            stats["tasks"].iloc[0],
+        )
     mask = np.logical_and.reduce([ok[k] == v for k, v in zip(keys, best, strict=True)])
     return ok[mask]
 
@@ -149,6 +158,8 @@ def load_embeddings(
             ok = ok[ok[key] == value]
     if ok.empty:
         raise ValueError(f"{uri}: no embeddings with status 'ok' (filters probe={probe}, method={method})")
+    if "finished_at" in ok.columns:  # one row per task: the newest (e.g. after the task's data changed)
+        ok = ok.sort_values("finished_at", kind="stable")
     ok = _choose_run(ok).drop_duplicates("task_id", keep="last").sort_values("task_id")
     vectors = _stack(ok["embedding"])
     if "trivial" in ok.columns and ok["trivial"].notna().all():
