@@ -9,10 +9,11 @@ has the same (probe hash, config hash, data hash) cache key.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -146,6 +147,7 @@ class EmbedSummary:
     embed_seconds: list[float] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     actor_restarts: int = 0
+    aborted: str | None = None  # why the run stopped early (e.g. out of actor restarts); None = it did not
     probe_hash: str = ""
     config_hash: str = ""
     parent_run_id: str | None = None
@@ -220,6 +222,28 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
         run.close()
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``ray job stop``, Kubernetes, ``kill``) behaves like Ctrl-C inside the block: dispatching stops,
+    finished rows are flushed, the MLflow parent run ends KILLED and the actors are stopped, instead of the
+    process dying mid-write. Only the main thread can install signal handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Driver:
     """State of one run on the driver: actor pool, result store, tracker, counters."""
 
@@ -242,7 +266,11 @@ class _Driver:
         todo = self._todo(selected, existing)
         pool = self._start_pool() if todo else None
         self.tracker = create_tracker(self.cfg.mlflow, self.cfg.library)  # while the actors start
-        with self.tracker.parent_run(self._run_name(), tags=self._tags()) as parent_id:
+        # After ray.init, which installs Ray's own SIGTERM handler (it aborts the process).
+        with (
+            sigterm_as_interrupt(),
+            self.tracker.parent_run(self._run_name(), tags=self._tags()) as parent_id,
+        ):
             self.summary.parent_run_id = parent_id
             if pool is not None:
                 pool.wait_ready(self.cfg.actor_start_timeout)
@@ -343,6 +371,21 @@ class _Driver:
 
     # ------------------------------------------------------------------------------------ main loop
     def _loop(self, pool: Any, todo: list[str], callback) -> None:
+        from t2v_ray.distributed.ray_utils import PoolExhausted
+
+        try:
+            self._dispatch(pool, todo, callback)
+        except PoolExhausted as err:
+            # Out of actor restarts: the remaining tasks get rows saying so, and the summary is still written.
+            reason = (
+                f"not run: actor pool exhausted after {self.cfg.max_restarts} restarts per actor "
+                f"(last failure: {_first_line(err.last_failure)})"
+            )
+            self.summary.aborted = f"{len(err.remaining)} of {len(todo)} tasks {reason}"
+            for tid in err.remaining:
+                self._record_row(tid, error_row(tid, f"task {tid!r}: {reason}"))
+
+    def _dispatch(self, pool: Any, todo: list[str], callback) -> None:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="embed", unit="task", disable=not self.cfg.progress, mininterval=1.0)
@@ -366,6 +409,9 @@ class _Driver:
         else:
             row = event.value
             self._note_pid(event.slot, int(row["worker"].rsplit(":", 1)[1]))
+        self._record_row(tid, row)
+
+    def _record_row(self, tid: str, row: dict) -> None:
         row.update(self._key(tid), probe=self.cfg.probe, method=self.cfg.embed.method)
         self.store.add(row)
         if row["status"] == STATUS_OK:
@@ -440,3 +486,8 @@ def create_tracker(mcfg: MlflowConfig, library: str) -> Any:
         root = default_artifact_root(db.parent)
     name = mcfg.experiment or experiment_name(library, "embed")
     return Tracker.create(uri, name, artifact_root=root, enabled=mcfg.enabled)
+
+
+def _first_line(err: BaseException | None) -> str:
+    text = str(err).strip() if err is not None else ""
+    return text.splitlines()[0][:300] if text else "unknown"

@@ -117,6 +117,21 @@ class Completed:
     error: BaseException | None = None
 
 
+class PoolExhausted(RuntimeError):
+    """Every actor of a :class:`DynamicPool` died for good (out of restarts) while items remained.
+
+    Attributes:
+        remaining: the items never run, in queue order.
+        last_failure: the last actor failure seen.
+    """
+
+    def __init__(self, n_actors: int, remaining: list[Any], last_failure: BaseException | None) -> None:
+        super().__init__(
+            f"all {n_actors} actors died; {len(remaining)} items not run; last failure: {last_failure}"
+        )
+        self.remaining, self.last_failure = remaining, last_failure
+
+
 class DynamicPool:
     """Spread items over actors as they free up (one call in flight per actor), tolerating actor deaths.
 
@@ -172,7 +187,7 @@ class DynamicPool:
         """Run every item once; yields each :class:`Completed`, or ``None`` on a quiet poll interval.
 
         Raises:
-            RuntimeError: every actor died for good while items remained.
+            PoolExhausted: every actor died for good while items remained (``remaining`` lists them).
         """
         import ray
 
@@ -180,9 +195,7 @@ class DynamicPool:
         while queue or self._work:
             self._fill(queue)
             if queue and not self._work and not self._probes:
-                raise RuntimeError(
-                    f"all {len(self.actors)} actors died; {len(queue)} items not run; last failure: {self.last_failure}"
-                )
+                raise PoolExhausted(len(self.actors), list(queue), self.last_failure)
             refs = list(self._work) + list(self._probes)
             done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_seconds)
             if not done:

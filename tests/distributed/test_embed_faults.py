@@ -1,0 +1,82 @@
+"""Faults of the embed driver: out of actor restarts, and SIGTERM mid-run. Nothing computed is lost, every task
+gets a row, the summary is written, the exit code says what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from t2v_ray.distributed.embed import run_embed
+from t2v_ray.distributed.results import ResultStore
+from tests.distributed.conftest import build_synthetic_library
+from tests.distributed.test_embed import make_cfg
+from tests.e2e.procs import BASE_ENV
+
+pytestmark = pytest.mark.slow
+
+
+def test_out_of_actor_restarts_gives_error_rows_and_a_summary(ray_session, tmp_path: Path):
+    # Before: PoolExhausted surfaced as a RuntimeError traceback, the remaining tasks got no rows, no summary.
+    library, out = str(tmp_path / "lib"), str(tmp_path / "out")
+    ids = build_synthetic_library(library, n_tasks=4)
+    cfg = make_cfg(library, out, actors=1, max_restarts=0, max_task_retries=0)
+    killed: list[int] = []
+
+    def kill_after_first(progress) -> None:
+        if not killed and progress.done >= 1 and progress.in_flight:
+            pid = next(iter(progress.in_flight.values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    summary = run_embed(cfg, callback=kill_after_first)
+    assert killed
+    rows = {r["task_id"]: r for r in ResultStore(out).read().to_pylist()}
+    assert sorted(rows) == sorted(ids)  # every task has a row
+    not_run = [t for t, r in rows.items() if "actor pool exhausted after 0 restarts" in (r["error"] or "")]
+    assert not_run and all(rows[t]["status"] == "error" for t in not_run)
+    assert summary.ok >= 1 and summary.ok + summary.error == len(ids)
+    assert summary.aborted and f"{len(not_run)} of" in summary.aborted
+    written = json.loads((Path(out) / "embed_summary.json").read_text())
+    assert written["aborted"] == summary.aborted and written["ok"] == summary.ok
+
+
+def test_sigterm_mid_run_saves_finished_rows_and_marks_the_mlflow_run_killed(tmp_path: Path):
+    library, out = str(tmp_path / "lib"), tmp_path / "out"
+    ids = build_synthetic_library(library, n_tasks=8)
+    db = tmp_path / "mlflow.db"
+    ray_tmp = tempfile.mkdtemp(prefix="t2vsig-", dir="/tmp")
+    env = {**os.environ, **BASE_ENV, "RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    t2v = str(Path(sys.executable).with_name("t2v"))
+    cmd = [t2v, "embed", "--library", library, "--out", str(out), "--probe", "small_cnn", "--weights", "none"]
+    cmd += ["--input-size", "32", "--actors", "1", "--tracking-uri", f"sqlite:///{db}", "progress=false"]
+    cmd += ["embed.max_samples=120", "embed.head.epochs=1", "embed.head.epoch_size=500", "local_cpus=2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parts = out / "embeddings.parquet.parts"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and any(p.name.startswith("part-") for p in parts.iterdir()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before a row was saved: nothing to interrupt"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "interrupted; finished rows are saved" in stderr
+    rows = ResultStore(str(out)).read().to_pylist()
+    assert 1 <= len(rows) < len(ids) and {r["status"] for r in rows} == {"ok"}
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parents] == ["KILLED"]
