@@ -44,6 +44,7 @@ MaxSideOpt = typer.Option(
 )
 MaxPixelsOpt = typer.Option(
     None,
+    min=1,
     help="Leave out images with more pixels, checked from the header before decoding. (default: 80000000)",
 )
 

@@ -80,8 +80,7 @@ def open_image(
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(
-            f"image too large{where}: {w}x{h} = {w * h / 1e6:.1f} megapixels, over the cap of "
-            f"{max_pixels / 1e6:g} (max_pixels)"
+            f"image too large{where}: {w}x{h} = {w * h:,} pixels, over the cap of {max_pixels:,} (max_pixels)"
         )
     return img
 
