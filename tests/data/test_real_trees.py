@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -200,13 +202,43 @@ def test_dangling_links_and_non_images_are_listed(zoo, tmp_path):
     assert summary.n_tasks == 3 and len(summary.skipped) == 3
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their mode")
-def test_an_unreadable_folder_is_listed(zoo, tmp_path):
+def test_an_unreadable_folder_is_listed(zoo, tmp_path, monkeypatch):
+    from t2v_ray.data.builders import listing
+
     locked = zoo / "fish" / "locked"
     _save(locked / "a.png", 1)
-    locked.chmod(0)
-    try:
-        summary = build_folder(str(zoo), str(tmp_path / "lib"), min_images=3, contact_sheet=False)
-    finally:
-        locked.chmod(0o755)
-    assert "unreadable folder" in _skip_line(summary.skipped, "fish/locked")
+    scandir = os.scandir
+
+    def refuse(path):  # what a folder without read permission does (root, running the tests, reads anything)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(listing.os, "scandir", refuse)
+    summary = build_folder(str(zoo), str(tmp_path / "lib"), min_images=3, contact_sheet=False)
+    assert "unreadable folder (Permission denied)" in _skip_line(summary.skipped, "fish/locked")
+    assert summary.n_tasks == 3
+
+
+def test_large_images_are_decoded_at_most_two_at_a_time(tmp_path, monkeypatch):
+    from t2v_ray.data.builders import importing
+
+    for i in range(6):
+        Image.new("L", (20, 20), i).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(importing, "LARGE_PIXELS", 399)  # every 20x20 image counts as large
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    normalise = importing.normalise_image
+
+    def spy(*args):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)  # overlap, if the reader allowed it; nothing here asserts on time
+        with lock:
+            active[0] -= 1
+        return normalise(*args)
+
+    monkeypatch.setattr(importing, "normalise_image", spy)
+    got = importing.ImageReader(threads=6).read(str(tmp_path / f"{i}.png") for i in range(6))
+    assert len(got) == 6 and peak[0] == importing.LARGE_DECODES == 2

@@ -134,7 +134,7 @@ def build_attributes(
             "classes": classes,
         }
         writer.add_task(spec, task_rows)
-    skipped = sorted(reader.bad.values()) + skipped
+    skipped = reader.skipped(images_root) + skipped
     params = {"builder": "attributes", "csv": str(csv_uri), "images_root": str(images_root),
               "path_column": path_column, "columns": columns, "min_images": min_images,
               "max_per_class": max_per_class, "multi_sep": multi_sep, "test_fraction": test_fraction,

@@ -137,7 +137,7 @@ def build_folder(
             continue
         spec = {"task_id": task_id, "dataset": dataset, "kind": "taxonomy", "taxonomy": taxonomy}
         writer.add_task({**spec, "classes": list(t.classes)}, rows)
-    skipped = listed + sorted(reader.bad.values()) + skipped
+    skipped = listed + reader.skipped(root_uri) + skipped
     params = {"builder": "folder", "root": str(root_uri), "min_images": min_images, "max_per_class": max_per_class,
               "test_fraction": test_fraction, "seed": seed, "dataset": dataset, "max_side": max_side,
               "max_pixels": max_pixels, "follow_symlinks": follow_symlinks}  # fmt: skip

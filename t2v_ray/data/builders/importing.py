@@ -7,8 +7,10 @@ reason (the build's skip report).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,10 @@ from t2v_ray.data.images import (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 STORED_FORMATS = ("PNG", "JPEG")  # DESIGN: shards hold PNG/JPEG bytes; anything else is re-encoded to PNG
+# Above this many pixels (~64 MB as RGBA, several times that while resampling) at most LARGE_DECODES images are
+# decoded at once, whatever the reader's thread count: memory stays bounded on trees full of posters.
+LARGE_PIXELS = 16_000_000
+LARGE_DECODES = 2
 
 
 def is_image_name(name: str) -> bool:
@@ -71,7 +77,8 @@ class ImageReader:
         self.max_side = max_side
         self.max_pixels = max_pixels
         self.threads = threads
-        self.bad: dict[str, str] = {}
+        self.bad: dict[str, str] = {}  # uri -> why it was left out
+        self._large = threading.BoundedSemaphore(LARGE_DECODES)
 
     def _one(self, uri: str) -> tuple[bytes, str] | None:
         """``(stored bytes, sha256 of the file's bytes)``, or None with the reason in :attr:`bad`."""
@@ -80,19 +87,29 @@ class ImageReader:
         try:
             raw = storage.read_bytes(uri)
         except OSError as e:
-            self.bad[uri] = f"{uri}: unreadable file ({e})"
+            self.bad[uri] = f"unreadable file ({e})"
             return None
         try:
-            return normalise_image(raw, self.max_side, self.max_pixels), hashlib.sha256(raw).hexdigest()
+            width, height = open_image(raw, max_pixels=self.max_pixels).size  # the header only
+            with self._large if width * height > LARGE_PIXELS else contextlib.nullcontext():
+                stored = normalise_image(raw, self.max_side, self.max_pixels)
+            return stored, hashlib.sha256(raw).hexdigest()
         except ImageTooLargeError as e:
-            self.bad[uri] = f"{uri}: left out, {e}"
+            self.bad[uri] = str(e)
         except ImageDecodeError as e:
-            self.bad[uri] = f"{uri}: undecodable image ({e})"
+            self.bad[uri] = f"undecodable image ({e})"
         except (
             Exception
         ) as e:  # re-encoding can fail on exotic modes; a user's file must never stop the import
-            self.bad[uri] = f"{uri}: cannot convert image ({type(e).__name__}: {e})"
+            self.bad[uri] = f"cannot convert image ({type(e).__name__}: {e})"
         return None
+
+    def skipped(self, root_uri: str) -> list[str]:
+        """The files left out so far as sorted ``"path: reason"`` lines, paths relative to ``root_uri``."""
+        prefix = storage.join(root_uri, "")
+        return sorted(
+            f"{u[len(prefix) :] if u.startswith(prefix) else u}: {why}" for u, why in self.bad.items()
+        )
 
     def read(self, uris: Iterable[str]) -> dict[str, tuple[bytes, str]]:
         """``uri -> (bytes, content hash)`` for the files that read and decode; failures land in :attr:`bad`."""
@@ -108,23 +125,23 @@ def drop_duplicates(task_id: str, rows: list[dict]) -> tuple[list[dict], list[st
     Copies within one class keep the first path (sorted); content found in two or more classes is dropped from
     all of them (its label is ambiguous, and a copy could land in both train and test).
     """
-    by_hash: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_hash[r["sha"]].append(r)
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_hash[r["sha"]].append(i)
     drop: set[int] = set()
     skips = []
     for group in by_hash.values():
         if len(group) < 2:
             continue
-        paths = sorted(r["image_id"] for r in group)
-        if len({r["label"] for r in group}) > 1:
-            drop.update(id(r) for r in group)
+        group.sort(key=lambda i: rows[i]["image_id"])
+        paths = [rows[i]["image_id"] for i in group]
+        if len({rows[i]["label"] for i in group}) > 1:
+            drop.update(group)
             skips.append(f"{task_id}: same image in several classes, dropped from all: {', '.join(paths)}")
-            continue
-        first = min(group, key=lambda r: r["image_id"])
-        drop.update(id(r) for r in group if r is not first)
-        skips.extend(f"{task_id}: {p}: duplicate of {first['image_id']}, left out" for p in paths[1:])
-    return [r for r in rows if id(r) not in drop], skips
+        else:
+            drop.update(group[1:])
+            skips.extend(f"{task_id}: {p}: duplicate of {paths[0]}, left out" for p in paths[1:])
+    return [r for i, r in enumerate(rows) if i not in drop], skips
 
 
 def read_task_rows(
