@@ -242,3 +242,22 @@ def test_large_images_are_decoded_at_most_two_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(importing, "normalise_image", spy)
     got = importing.ImageReader(threads=6).read(str(tmp_path / f"{i}.png") for i in range(6))
     assert len(got) == 6 and peak[0] == importing.LARGE_DECODES == 2
+
+
+def test_the_attribute_importer_shares_the_checks(tmp_path):
+    from t2v_ray.data.builders.attributes import build_attributes
+
+    images = tmp_path / "imgs"
+    lines = ["file,color"]
+    for i in range(8):
+        _save(images / f"{i}.png", i)
+        lines.append(f"{i}.png,{'red' if i < 4 else 'blue'}")
+    write_png(images / "bomb.png", 30_000, 30_000, rows_written=1)
+    lines += ["bomb.png,red", "0.png,blue"]  # 0.png listed again with the other value: its label is ambiguous
+    (tmp_path / "shop.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "lib"
+    summary = build_attributes(str(tmp_path / "shop.csv"), str(images), str(out), min_images=3)
+    assert "image too large" in _skip_line(summary.skipped, "bomb.png")
+    assert "shop/color/blue: same image in several classes, dropped from all: 0.png, 0.png" in summary.skipped
+    assert TaskLibrary.open(str(out)).task("shop/color/blue").n_images == 7
+    assert summary.skipped == read_skip_report(str(out))
