@@ -16,7 +16,7 @@ import numpy as np
 from t2v_ray.data import storage
 from t2v_ray.data.images import encode_png  # noqa: F401  (re-exported for builders)
 from t2v_ray.data.library import LibraryWriter, TaskSpec, WriteStats
-from t2v_ray.data.schema import BUILD_CONFIG
+from t2v_ray.data.schema import BUILD_CONFIG, SKIP_REPORT
 from t2v_ray.data.validate import ValidationReport, validate_library
 
 
@@ -132,6 +132,12 @@ class BuildSummary:
         return t
 
 
+def read_skip_report(uri: str) -> list[str]:
+    """The skip report of the library at ``uri`` (empty when its build left nothing out or predates the report)."""
+    target = storage.join(uri, SKIP_REPORT)
+    return json.loads(storage.read_bytes(target)) if storage.exists(target) else []
+
+
 def library_size(uri: str) -> int:
     """Total bytes of ``tasks.parquet`` and the shards."""
     return sum(size for rel, size in storage.list_files(uri) if rel.endswith(".parquet"))
@@ -148,9 +154,13 @@ def finish_build(
 ) -> BuildSummary:
     """Write ``tasks.parquet``, validate the library, draw the contact sheet and summarise.
 
-    ``config`` (the resolved build parameters) is saved as ``build_config.yaml`` next to ``tasks.parquet``.
+    ``config`` (the resolved build parameters) is saved as ``build_config.yaml`` next to ``tasks.parquet``, and
+    ``skipped`` (what the build left out, one ``"what: why"`` line each) as ``skipped.json``.
     """
     specs = writer.finish()
+    skipped = list(skipped or [])
+    skip_text = json.dumps(skipped, indent=1, ensure_ascii=False) + "\n"
+    storage.write_bytes_if_changed(storage.join(writer.uri, SKIP_REPORT), skip_text.encode())
     if config is not None:
         import yaml
 
@@ -170,6 +180,6 @@ def finish_build(
         size_bytes=library_size(writer.uri),
         validation=report,
         stats=writer.stats,
-        skipped=list(skipped or []),
+        skipped=skipped,
         contact_sheet=sheet,
     )
