@@ -85,7 +85,12 @@ def _glob(pattern: str, value: str, case: bool = True) -> bool:
     return fnmatch.fnmatchcase(value, pattern)
 
 
+_OPERATORS = {"Null", "ForAllValues:StringNotEquals", "StringEquals", "StringNotEquals", "StringLike", "Bool"}
+
+
 def _condition_holds(op: str, key: str, expected: Any, context: dict[str, Any]) -> bool:
+    if op not in _OPERATORS:
+        raise NotImplementedError(f"condition operator {op} is not modelled by tests/infra/iam_eval.py")
     wanted = [str(v) for v in _as_list(expected)]
     actual = context.get(key)
     if op == "Null":
@@ -100,9 +105,7 @@ def _condition_holds(op: str, key: str, expected: Any, context: dict[str, Any]) 
         return str(actual) not in wanted
     if op == "StringLike":
         return any(_glob(w, str(actual)) for w in wanted)
-    if op == "Bool":
-        return str(actual).lower() in [w.lower() for w in wanted]
-    raise NotImplementedError(f"condition operator {op} is not modelled by tests/infra/iam_eval.py")
+    return str(actual).lower() in [w.lower() for w in wanted]  # Bool
 
 
 def _applies(st: dict, action: str, resource: str, context: dict[str, Any]) -> bool:
@@ -121,8 +124,14 @@ def _applies(st: dict, action: str, resource: str, context: dict[str, Any]) -> b
 
 
 def allowed(statements: list[dict], action: str, resource: str, **context: Any) -> bool:
-    """Whether ``statements`` allow ``action`` on ``resource`` with these condition keys (``tag_`` style: use
-    the real key names via ``**{"aws:RequestTag/x": "y"}``)."""
+    """Whether ``statements`` allow ``action`` on ``resource``.
+
+    Args:
+        statements: resolved policy statements (:func:`role_statements`).
+        action: e.g. ``"ec2:CreateTags"``.
+        resource: a concrete ARN.
+        **context: the request's condition keys, e.g. ``**{"aws:RequestTag/ray-cluster-name": "t2v"}``.
+    """
     hits = [st for st in statements if _applies(st, action, resource, context)]
     if any(st["Effect"] == "Deny" for st in hits):
         return False
