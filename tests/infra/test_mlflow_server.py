@@ -18,8 +18,6 @@ import pytest
 
 from .conftest import CFN_TEMPLATE, constraint_version
 
-pytestmark = pytest.mark.integration
-
 REGION = "us-west-2"
 
 
@@ -138,6 +136,7 @@ def _put_login(sm, name: str, username: str, password: str) -> None:
         sm.create_secret(Name=name, SecretString=value)
 
 
+@pytest.mark.integration  # moto, MLflow's auth store
 def test_auth_setup_syncs_both_logins_from_secrets(cfn, names, prefix, tmp_path, aws, auth_store_importable):
     import boto3
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
@@ -170,6 +169,7 @@ def test_auth_setup_syncs_both_logins_from_secrets(cfn, names, prefix, tmp_path,
     assert not store.authenticate_user(cluster_user, "r" * 40)
 
 
+@pytest.mark.integration  # moto, MLflow's auth store
 def test_auth_setup_refuses_a_weak_secret(cfn, prefix, tmp_path, aws, auth_store_importable):
     import boto3
 
@@ -194,6 +194,7 @@ def _read(path: Path) -> str:
         return con.execute("select v from t").fetchone()[0]
 
 
+@pytest.mark.integration  # moto, MLflow's auth store
 def test_backup_round_trip_keeps_runs_and_users(cfn, names, tmp_path, aws):
     import boto3
 
