@@ -318,8 +318,11 @@ class TaskLibrary:
             known = ", ".join(list(self._by_id)[:5])
             raise LibraryError(f"{self.uri}: no task {task_id!r} (known: {known}, ...)") from None
 
-    def read_task(self, task_id: str, split: str | None = None) -> pa.Table:
+    def read_task(self, task_id: str, split: str | None = None, origin: bool = False) -> pa.Table:
         """Read only ``task_id``'s shards, checked; optionally only one split.
+
+        With ``origin``, two extra columns say where each row lives: ``shard`` (relative path) and
+        ``shard_row`` (row number inside that shard), so a later problem with a row can be reported exactly.
 
         Raises:
             TaskDataError: a shard is missing or unreadable, a column is missing, or a row has a label out of
@@ -331,6 +334,13 @@ class TaskLibrary:
         if not spec.shards:
             raise TaskDataError(task_id, "task lists no shards")
         parts = [self._read_shard(spec, rel) for rel in spec.shards]
+        if origin:
+            parts = [
+                p.append_column("shard", pa.array([rel] * p.num_rows, pa.string())).append_column(
+                    "shard_row", pa.array(range(p.num_rows), pa.int64())
+                )
+                for rel, p in zip(spec.shards, parts, strict=True)
+            ]
         table = pa.concat_tables(parts)
         if split is not None:
             table = table.filter(pc.equal(table.column("split"), split))

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from t2v_ray.config import Uri, Weights, absolute_uri, check_ranges, config_hash, ranged, to_dict
 from t2v_ray.distributed.embed_worker import EmbedWorker, probe_identity, worker_threads
@@ -79,6 +79,9 @@ class EmbedJobConfig:
         local_cpus: CPUs of a new local Ray instance; None = all cores.
         actor_start_timeout: seconds to wait for the first actor (a cluster may need to scale up).
         progress: show a progress bar.
+        bad_rows: ``skip`` drops a task's undecodable images while they are at most ``max_bad_fraction`` of its
+            rows (the count is stored as ``n_bad_rows``); ``fail`` makes any undecodable image the task's error.
+        max_bad_fraction: see ``bad_rows``.
     """
 
     library: Uri = ""
@@ -102,6 +105,8 @@ class EmbedJobConfig:
     local_cpus: int | None = ranged(None, 1)
     actor_start_timeout: float = ranged(900.0, 1.0)
     progress: bool = True
+    bad_rows: Literal["skip", "fail"] = "skip"
+    max_bad_fraction: float = ranged(0.01, 0.0, 1.0)
 
     def validate(self) -> EmbedJobConfig:
         """Checked copy with local paths made absolute (workers do not share the driver's cwd).
@@ -148,6 +153,7 @@ class EmbedSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     actor_restarts: int = 0
     aborted: str | None = None  # why the run stopped early (e.g. out of actor restarts); None = it did not
+    bad_rows: int = 0  # undecodable rows dropped under bad_rows=skip, over the tasks this run computed
     probe_hash: str = ""
     config_hash: str = ""
     parent_run_id: str | None = None
@@ -419,6 +425,7 @@ class _Driver:
         else:
             self.summary.error += 1
             self.summary.errors.append((tid, row["error"]))
+        self.summary.bad_rows += int(row.get("n_bad_rows") or 0)
         if row.get("seconds") is not None:
             self.summary.task_seconds.append(float(row["seconds"]))
         if row.get("embed_seconds") is not None:  # Task2Vec.embed alone; not a stored column

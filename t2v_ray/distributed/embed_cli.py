@@ -66,6 +66,7 @@ def render_summary(summary: Any) -> Any:
         ("per task (mean)", f"{summary.mean_task_seconds:.2f} s"),
         ("tasks / minute", f"{summary.tasks_per_minute:.1f}"),
         ("actor restarts", summary.actor_restarts),
+        ("bad rows skipped", getattr(summary, "bad_rows", 0)),
     ]
     for name, value in rows:
         table.add_row(name, str(value))

@@ -50,6 +50,7 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field("cpu_seconds", pa.float64()),
         pa.field("worker", pa.string()),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("n_bad_rows", pa.int64()),  # undecodable rows dropped under bad_rows=skip
     ]
 )
 CACHE_KEY = ("probe_hash", "config_hash", "data_hash")
