@@ -157,7 +157,7 @@ def call_with_retries(
     """``fn()``, repeated after transient errors with exponential backoff until ``policy.patience_s`` is spent.
 
     Args:
-        fn: the whole operation; it must be safe to repeat (our writes are whole-object puts).
+        fn: the whole operation; it must be safe to repeat (an S3 object appears only once fully written).
         what: what is being done, for messages, e.g. ``"writing s3://b/k"``.
         policy: default :func:`retry_policy` (read from the environment at each call).
         endpoint: the S3 endpoint, named in the final error.

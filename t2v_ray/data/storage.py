@@ -166,7 +166,10 @@ def missing_bucket(uri: str) -> str | None:
     if urlparse(str(uri)).scheme != "s3":
         return None
     bucket = urlparse(str(uri)).netloc
-    info = _run(f"s3://{bucket}", "looking up bucket", lambda fs, _: fs.get_file_info(bucket))
+    try:
+        info = _run(f"s3://{bucket}", "looking up bucket", lambda fs, _: fs.get_file_info(bucket))
+    except OSError:  # e.g. no permission to look buckets up (HeadBucket needs s3:ListBucket): cannot tell
+        return None
     return bucket if info.type == pafs.FileType.NotFound else None
 
 

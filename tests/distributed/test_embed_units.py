@@ -14,7 +14,13 @@ from t2v_ray.distributed.embed import select_tasks
 from t2v_ray.distributed.embed_cli import flag_overrides, load_embed_config
 from t2v_ray.distributed.embed_worker import _describe_error
 from t2v_ray.distributed.ray_utils import TransientIOError, retry_io
-from t2v_ray.distributed.results import EMBEDDING_SCHEMA, ResultStore, is_cached, latest_per_key, rows_to_table
+from t2v_ray.distributed.results import (
+    EMBEDDING_SCHEMA,
+    ResultStore,
+    is_cached,
+    latest_per_key,
+    rows_to_table,
+)
 
 
 def _row(task_id: str, status: str = "ok", **kw) -> dict:
