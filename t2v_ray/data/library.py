@@ -291,7 +291,12 @@ class TaskLibrary:
 
     @classmethod
     def open(cls, uri: str) -> TaskLibrary:
-        """Read ``tasks.parquet``; raises :class:`LibraryError` when it is missing or malformed."""
+        """Read ``tasks.parquet``.
+
+        Raises:
+            LibraryError: it is missing, malformed or cannot be read (e.g. access denied).
+            StorageUnavailableError: its storage stayed unreachable for the whole retry patience.
+        """
         target = storage.join(str(uri), TASKS_FILE)
         try:
             found = storage.exists(target)

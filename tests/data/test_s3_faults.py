@@ -172,6 +172,21 @@ def test_a_missing_bucket_is_named_with_the_endpoint_not_called_not_a_library(s3
         TaskLibrary.open(s3_server.uri(bucket, "lib"))
 
 
+def test_a_denied_read_is_a_clear_library_error_and_validate_exits_2(monkeypatch):
+    from t2v_ray.data.validate import validate_library
+
+    denied = "AWS Error ACCESS_DENIED during HeadObject operation: No response body."
+
+    def refuse(uri):
+        raise OSError(denied)
+
+    monkeypatch.setattr(storage, "exists", refuse)
+    with pytest.raises(LibraryError, match=f"s3://b/lib: cannot read \\({denied}"):
+        TaskLibrary.open("s3://b/lib")
+    report = validate_library("s3://b/lib")
+    assert (report.exit_code, report.summary()) == (2, f"UNUSABLE: s3://b/lib: cannot read ({denied})")
+
+
 class Failing:
     """A callable raising ``OSError(text)`` on its first ``failures`` calls (all calls when None)."""
 
