@@ -52,9 +52,9 @@ def moto_proc(tmp_path_factory) -> Iterator[tuple[Service, str]]:
         wait_http(f"{endpoint}/moto-api/", service, timeout=60)
         yield service, endpoint
     finally:
-        os.kill(
-            service.proc.pid, signal.SIGCONT
-        )  # never leave it stopped: SIGTERM waits on a stopped process
+        # Never leave it stopped: a stopped process does not act on SIGTERM.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(service.proc.pid, signal.SIGCONT)
         service.stop()
 
 
