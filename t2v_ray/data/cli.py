@@ -271,7 +271,8 @@ def validate_cmd(
     max_rows: int = typer.Option(40, help="Issues shown in the table."),
 ) -> None:
     """Check a library: schema, missing shards, undecodable images, empty or single-class tasks, labels out of
-    range, duplicate image ids. Exit code 0: all good; 1: some tasks unusable; 2: the library is unusable."""
+    range, duplicate image ids. Exit code 0: all good; 1: some tasks unusable; 2: the library is unusable or
+    cannot be read (e.g. its S3 endpoint cannot be reached)."""
     from rich.console import Console
 
     from t2v_ray.data.validate import validate_library
@@ -291,10 +292,11 @@ def info_cmd(uri: str = typer.Argument(..., help="Library folder or s3:// URI.")
     from rich.table import Table
 
     from t2v_ray.data.library import LibraryError, TaskLibrary
+    from t2v_ray.data.retry import StorageUnavailableError
 
     try:
         lib = TaskLibrary.open(uri)
-    except LibraryError as e:
+    except (LibraryError, StorageUnavailableError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     table = Table(title=f"{uri}: {len(lib)} tasks")

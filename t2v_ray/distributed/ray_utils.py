@@ -9,8 +9,10 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from t2v_ray.data.retry import StorageUnavailableError, call_with_retries, is_transient_error, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ FORWARDED_ENV = (
     "AWS_EC2_METADATA_DISABLED",
     "MLFLOW_S3_ENDPOINT_URL",
     "TORCH_HOME",
+    "T2V_S3_PATIENCE_S",  # t2v_ray.data.retry.PATIENCE_ENV: how long workers wait out an S3 outage
 )
 
 
@@ -246,38 +249,32 @@ class DynamicPool:
         return Completed(item, slot, value=value)
 
 
-def is_transient_io_error(err: BaseException) -> bool:
-    """True for storage errors worth retrying (network, S3 throttling), False for missing or corrupt data."""
-    for e in (err, err.__cause__):
-        if isinstance(e, OSError) and not isinstance(
-            e, FileNotFoundError | PermissionError | IsADirectoryError
-        ):
-            return True
-    return False
+def retry_io(
+    fn: Callable[[], Any], what: str, attempts: int | None = None, backoff_seconds: float | None = None
+) -> Any:
+    """Call ``fn``, retrying transient storage errors with the storage layer's policy.
 
+    That policy (:func:`t2v_ray.data.retry.retry_policy`: exponential backoff, a total patience from
+    ``T2V_S3_PATIENCE_S``) already applies to every storage call ``fn`` makes; this adds retries for
+    sequences of calls. Errors that already waited out the patience are not retried again.
 
-def retry_io(fn: Callable[[], Any], what: str, attempts: int, backoff_seconds: float) -> Any:
-    """Call ``fn``, retrying transient storage errors with exponential backoff.
+    Args:
+        fn: the operation.
+        what: what it does, for messages.
+        attempts: at most this many attempts (within the patience); None: the patience alone decides.
+        backoff_seconds: first retry delay instead of the policy's; doubles every attempt.
 
     Raises:
-        TransientIOError: still failing after ``attempts`` tries (the message says what and how often).
+        TransientIOError: still failing after ``attempts`` tries or the patience (the message says what and how
+            often).
         Exception: any non-transient error, unchanged, on first occurrence.
     """
-    import time
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as err:
-            if not is_transient_io_error(err):
-                raise
-            if attempt == attempts:
-                raise TransientIOError(f"{what}: storage error after {attempts} attempts: {err}") from err
-            delay = backoff_seconds * 2 ** (attempt - 1)
-            log.warning("%s: %s; retrying in %.1f s (%d/%d)", what, err, delay, attempt, attempts)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    policy = replace(retry_policy(), max_attempts=attempts)
+    if backoff_seconds is not None:
+        policy = replace(policy, first_delay_s=backoff_seconds)
+    return call_with_retries(fn, what, policy)
 
 
-class TransientIOError(RuntimeError):
-    """Storage kept failing with errors that looked transient; raised by :func:`retry_io`."""
+# One home for the storage retry policy (t2v_ray.data.retry); the old names stay for callers of this module.
+TransientIOError = StorageUnavailableError
+is_transient_io_error = is_transient_error

@@ -148,6 +148,15 @@ def test_retry_io_retries_transient_errors_only():
         retry_io(missing, "reading x", attempts=3, backoff_seconds=0)
     assert len(calls) == 1  # deterministic: not retried
 
+    def denied():  # what pyarrow raises for S3 403s: a plain OSError, and waiting does not help
+        calls.append(1)
+        raise OSError("AWS Error ACCESS_DENIED during GetObject operation: Access Denied")
+
+    calls.clear()
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        retry_io(denied, "reading x", attempts=3, backoff_seconds=0)
+    assert len(calls) == 1
+
     with pytest.raises(TransientIOError, match="reading x: storage error after 2 attempts"):
         retry_io(
             lambda: (_ for _ in ()).throw(OSError("timeout")), "reading x", attempts=2, backoff_seconds=0
