@@ -229,6 +229,27 @@ def _ground_truth(
     return [t for t, keep in zip(task_ids, ok, strict=True) if keep], errors[ok], mask[ok]
 
 
+def _test_counts(grid: pd.DataFrame, task_ids: list[str], expert_ids: list[str], mask: np.ndarray):
+    """(n, k) test images behind each allowed grid cell, or None when the grid does not record them (then
+    the bootstrap resamples tasks only).
+
+    Raises:
+        ValueError: naming the first (task, expert) cell whose count is missing or below 1.
+    """
+    if "n_test" not in grid.columns or grid["n_test"].isna().all():
+        log.warning("the grid has no n_test column: Table 1's intervals resample tasks only, not test images")
+        return None
+    counts = grid_matrix(grid, task_ids, expert_ids, "n_test")
+    bad = mask & ~(np.isfinite(counts) & (counts >= 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"grid row (expert {expert_ids[j]!r}, task {task_ids[i]!r}): n_test = {counts[i, j]}; every "
+            "grid row needs the size of its test set (rerun the grid for that pair)"
+        )
+    return counts
+
+
 def _generic_index(experts: pd.DataFrame, mask: np.ndarray) -> int | None:
     """Column of the generic expert; None without one, or when it lacks grid cells (it could not serve all)."""
     generic = [j for j, g in enumerate(experts["is_generic"]) if g]
@@ -257,6 +278,8 @@ def evaluate_selection(
 ) -> tuple[pd.DataFrame, SelectionDetails]:
     """Table 1 for the stored results, with bootstrap intervals, and the per-task picks behind it.
 
+    The intervals resample tasks and each grid cell's test images (binomial, from the grid's ``n_test``).
+
     Tasks are those both embedded and in the grid; experts those in the grid. Selectors: Optimal, Chance,
     Generic (when ``experts.parquet`` marks one), Task2Vec (d_sym to the expert's source task), Asymmetric
     Task2Vec (d_asym at ``alpha``, and with alpha chosen on held-in tasks), MODEL2VEC (leave-one-out) and the
@@ -283,7 +306,14 @@ def evaluate_selection(
     if sweep is not None:
         picks[ASYM_SWEEP] = sweep
     table = sel.evaluate_selectors(
-        errors, mask, picks=picks, scores=scores, transfer_scores=transfer, n_boot=n_boot, seed=seed
+        errors,
+        mask,
+        picks=picks,
+        scores=scores,
+        transfer_scores=transfer,
+        n_test=_test_counts(grid, task_ids, expert_ids, mask),
+        n_boot=n_boot,
+        seed=seed,
     )
     all_scores = {**scores, **{k: -v for k, v in transfer.items()}}
     all_picks = {OPTIMAL: sel.oracle_picks(errors, mask), **picks}
