@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import weightedtau
 
-from t2v_ray.core.distance import cross_symmetric
+from t2v_ray.core.distance import cross_complexity, cross_symmetric
 from t2v_ray.core.model2vec import fit_model2vec
 
 DEFAULT_ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 10)
@@ -92,16 +92,25 @@ def symmetric_scores(task_embs: np.ndarray, expert_task_embs: np.ndarray) -> np.
     return np.where(_known(expert_task_embs)[None, :], cross_symmetric(tasks, experts), np.inf)
 
 
-def _complexity(expert_task_embs: np.ndarray, t0: np.ndarray) -> np.ndarray:
-    """d_sym(F_j, t0) per expert: the 'complexity' of its source task."""
-    return cross_symmetric(np.nan_to_num(expert_task_embs), np.asarray(t0, dtype=np.float64)[None, :])[:, 0]
+def _complexity(expert_task_embs: np.ndarray, t0: np.ndarray, includes_prior: bool = False) -> np.ndarray:
+    """Distance of each expert's source task from t0 (``distance.complexity``): how 'complex' it is."""
+    return cross_complexity(np.nan_to_num(expert_task_embs), t0, includes_prior)
 
 
 def asymmetric_scores(
-    task_embs: np.ndarray, expert_task_embs: np.ndarray, t0: np.ndarray, alpha: float = 0.15
+    task_embs: np.ndarray,
+    expert_task_embs: np.ndarray,
+    t0: np.ndarray,
+    alpha: float = 0.15,
+    includes_prior: bool = False,
 ) -> np.ndarray:
-    """A[i, j] = d_asym(F_j -> t_i) = d_sym(F_j, t_i) - alpha d_sym(F_j, t0): expert's task as the source (§3.3)."""
-    return symmetric_scores(task_embs, expert_task_embs) - alpha * _complexity(expert_task_embs, t0)[None, :]
+    """A[i, j] = d_asym(F_j -> t_i) = d_sym(F_j, t_i) - alpha complexity(F_j): expert's task as the source (§3.3).
+
+    ``includes_prior``: the embeddings hold the prior t0 already (variational estimator; see
+    ``distance.complexity``).
+    """
+    triv = _complexity(expert_task_embs, t0, includes_prior)
+    return symmetric_scores(task_embs, expert_task_embs) - alpha * triv[None, :]
 
 
 def sweep_alpha(
@@ -111,6 +120,7 @@ def sweep_alpha(
     errors: np.ndarray,
     allowed: np.ndarray | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
+    includes_prior: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Asymmetric Task2Vec with alpha chosen on held-in tasks only.
 
@@ -127,7 +137,7 @@ def sweep_alpha(
     if n < 2:
         raise ValueError("choosing alpha on held-in tasks needs at least two tasks")
     sym = symmetric_scores(task_embs, expert_task_embs)
-    triv = _complexity(expert_task_embs, t0)
+    triv = _complexity(expert_task_embs, t0, includes_prior)
     picks = np.stack([pick_lowest(sym - a * triv[None, :], mask) for a in alphas])  # (n_alpha, n)
     picked_err = err[np.arange(n)[None, :], picks]
     held_in_mean = (picked_err.sum(axis=1, keepdims=True) - picked_err) / (n - 1)  # leave task i out
@@ -142,6 +152,7 @@ def loo_model2vec(
     t0: np.ndarray,
     alpha_asym: float = 0.15,
     allowed: np.ndarray | None = None,
+    includes_prior: bool = False,
     **opts,
 ) -> np.ndarray:
     """Leave-one-out MODEL2VEC scores (supplement §4.3): row i comes from a fit on every task but i.
@@ -156,8 +167,9 @@ def loo_model2vec(
     for i in range(len(tasks)):
         rest = np.arange(len(tasks)) != i
         model = fit_model2vec(
-            tasks[rest], err[rest], expert_task_embs, t0, alpha_asym, allowed=mask[rest], **opts
-        )
+            tasks[rest], err[rest], expert_task_embs, t0, alpha_asym, allowed=mask[rest],
+            includes_prior=includes_prior, **opts,
+        )  # fmt: skip
         out[i] = model.scores(tasks[i : i + 1])[0]
     return out
 

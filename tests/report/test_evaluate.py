@@ -169,3 +169,25 @@ def test_a_grid_row_without_a_test_set_size_is_named(synth, tmp_path):
     )
     with pytest.raises(ValueError, match=f"expert 'generic', task '{task}'.*n_test = 0"):
         _evaluate(root)
+
+
+def test_variational_embeddings_are_not_given_the_prior_twice(synth, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from t2v_ray.core.selection import asymmetric_scores
+    from t2v_ray.data import storage
+
+    root = tmp_path / "root"
+    shutil.copytree(synth.root, root)
+    emb = storage.read_parquet(str(root / "embeddings.parquet"))
+    i = emb.schema.get_field_index("method")
+    emb = emb.set_column(i, "method", pa.array(["variational"] * len(emb)))
+    storage.write_parquet_atomic(emb, str(root / "embeddings.parquet"))
+    _, var = _evaluate(root, n_boot=10)
+    _, mc = _evaluate(synth.root, n_boot=10)
+    for d, prior in ((var, True), (mc, False)):
+        want = asymmetric_scores(d.task_vectors, d.expert_task_embs, d.embeddings.trivial, 0.15, prior)
+        np.testing.assert_allclose(d.scores["Asymmetric Task2Vec"], want, rtol=1e-12)
+    assert not np.allclose(var.scores["Asymmetric Task2Vec"], mc.scores["Asymmetric Task2Vec"])
