@@ -33,34 +33,23 @@ def stratified_split(labels: Sequence[int], test_fraction: float, rng: np.random
     out = np.full(len(labels), "train", dtype=object)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        n_test = _n_test(len(idx), test_fraction)
+        n_test = n_test_rows(len(idx), test_fraction)
         out[rng.permutation(idx)[:n_test]] = "test"
     return out.tolist()
 
 
-def grouped_split(
-    labels: Sequence[int], groups: Sequence[str], test_fraction: float, rng: np.random.Generator
-) -> list[str]:
-    """Like :func:`stratified_split`, but whole groups (e.g. fonts) go to one side, per class.
-
-    Attribute labels belong to a font, so splitting a font's images across train and test would let a model
-    recognise the font instead of the attribute. Classes with a single group fall back to a row split.
-    """
-    labels, groups = np.asarray(labels), np.asarray(groups, dtype=object)
-    out = np.full(len(labels), "train", dtype=object)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        names = sorted(set(groups[idx]))
-        if len(names) < 2:
-            out[rng.permutation(idx)[: _n_test(len(idx), test_fraction)]] = "test"
-            continue
-        n_test = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
-        test_groups = set(rng.permutation(np.array(names, dtype=object))[:n_test])
-        out[[i for i in idx if groups[i] in test_groups]] = "test"
-    return out.tolist()
+def split_groups(groups: Sequence[str], test_fraction: float, rng: np.random.Generator) -> set[str]:
+    """The groups (e.g. font families) whose images are test images: ``round(n_groups * test_fraction)`` of
+    them, at least one and never all; empty when there are fewer than two groups (the caller splits rows)."""
+    names = sorted(set(groups))
+    if len(names) < 2:
+        return set()
+    n_test = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
+    return set(rng.permutation(np.array(names, dtype=object))[:n_test].tolist())
 
 
-def _n_test(n: int, frac: float) -> int:
+def n_test_rows(n: int, frac: float) -> int:
+    """Test rows of a plain split of ``n`` rows: ``round(n * frac)``, at least one of each split when n >= 2."""
     if n < 2 or frac <= 0:
         return 0
     return min(max(1, round(n * frac)), n - 1)
