@@ -106,3 +106,7 @@ class NoopTracker(Tracker):
     ) -> list[Any]:
         """No runs."""
         return []
+
+    def close_stale_runs(self, stage: str, out: str) -> list[str]:
+        """No runs to close."""
+        return []
