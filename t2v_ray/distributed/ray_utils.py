@@ -72,6 +72,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address=address or None, log_to_driver=True)
         return False
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    from t2v_ray.distributed.reaper import start_reaper
+
+    start_reaper()  # a driver killed with -9 must not leave Ray's agents running
     return True
 
 

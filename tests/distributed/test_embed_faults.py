@@ -55,18 +55,8 @@ def test_sigterm_mid_run_saves_finished_rows_and_marks_the_mlflow_run_killed(tmp
     ray_tmp = tempfile.mkdtemp(prefix="t2vsig-", dir="/tmp")
     env = {**os.environ, **BASE_ENV, "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
-    t2v = str(Path(sys.executable).with_name("t2v"))
-    cmd = [t2v, "embed", "--library", library, "--out", str(out), "--probe", "small_cnn", "--weights", "none"]
-    cmd += ["--input-size", "32", "--actors", "1", "--tracking-uri", f"sqlite:///{db}", "progress=false"]
-    cmd += ["embed.max_samples=120", "embed.head.epochs=1", "embed.head.epoch_size=500", "local_cpus=2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    parts = out / "embeddings.parquet.parts"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and any(p.name.startswith("part-") for p in parts.iterdir()):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before a row was saved: nothing to interrupt"
+    proc = _start_embed(library, out, env, "--tracking-uri", f"sqlite:///{db}")
+    _wait_for_a_part(proc, out)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
@@ -80,3 +70,43 @@ def test_sigterm_mid_run_saves_finished_rows_and_marks_the_mlflow_run_killed(tmp
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["KILLED"]
+
+
+def _start_embed(library: str, out: Path, env: dict, *extra: str) -> subprocess.Popen:
+    t2v = str(Path(sys.executable).with_name("t2v"))
+    cmd = [t2v, "embed", "--library", library, "--out", str(out), "--probe", "small_cnn", "--weights", "none"]
+    cmd += ["--input-size", "32", "--actors", "1", "progress=false", "embed.max_samples=120"]
+    cmd += ["embed.head.epochs=1", "embed.head.epoch_size=500", "local_cpus=2", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_a_part(proc: subprocess.Popen, out: Path, timeout: float = 300) -> None:
+    parts = out / "embeddings.parquet.parts"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and any(p.name.startswith("part-") for p in parts.iterdir()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no row was saved while the run was alive (exit {proc.poll()})")
+
+
+def test_a_driver_killed_with_minus_9_leaves_no_ray_process_behind(tmp_path: Path):
+    # Before: ray::DashboardAgent and ray::RuntimeEnvAgent were re-parented to init and ran on.
+    from t2v_ray.distributed.reaper import _start_time, descendants, is_ray_process
+
+    library = str(tmp_path / "lib")
+    build_synthetic_library(library, n_tasks=8)
+    ray_tmp = tempfile.mkdtemp(prefix="t2vkill-", dir="/tmp")
+    env = {**os.environ, **BASE_ENV, "RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    proc = _start_embed(library, tmp_path / "out", env, "mlflow.enabled=false")
+    _wait_for_a_part(proc, tmp_path / "out")
+    ray_tree = {p: t for p, t in descendants(proc.pid).items() if is_ray_process(p)}
+    assert len(ray_tree) >= 3, ray_tree  # raylet, GCS, agents, the actor
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_start_time(p) == t for p, t in ray_tree.items()):
+        time.sleep(0.5)
+    survivors = [p for p, t in ray_tree.items() if _start_time(p) == t]
+    assert not survivors, [(p, (Path("/proc") / str(p) / "cmdline").read_bytes()[:60]) for p in survivors]
