@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from t2v_ray.config import Uri, Weights, absolute_uri, check_ranges, config_hash, ranged, to_dict
+from t2v_ray.data.leases import LeaseBook
 from t2v_ray.distributed.embed_worker import EmbedWorker, probe_identity, worker_threads
 from t2v_ray.distributed.results import (
     STATUS_OK,
@@ -82,6 +83,8 @@ class EmbedJobConfig:
         bad_rows: ``skip`` drops a task's undecodable images while they are at most ``max_bad_fraction`` of its
             rows (the count is stored as ``n_bad_rows``); ``fail`` makes any undecodable image the task's error.
         max_bad_fraction: see ``bad_rows``.
+        lease_seconds: a task's lease (``<out>/embeddings.parquet.leases/``) lasts this long unless renewed;
+            concurrent runs into one output skip tasks another live run holds, and take over stale leases.
     """
 
     library: Uri = ""
@@ -107,6 +110,7 @@ class EmbedJobConfig:
     progress: bool = True
     bad_rows: Literal["skip", "fail"] = "skip"
     max_bad_fraction: float = ranged(0.01, 0.0, 1.0)
+    lease_seconds: float = ranged(600.0, 5.0)
 
     def validate(self) -> EmbedJobConfig:
         """Checked copy with local paths made absolute (workers do not share the driver's cwd).
@@ -154,6 +158,7 @@ class EmbedSummary:
     actor_restarts: int = 0
     aborted: str | None = None  # why the run stopped early (e.g. out of actor restarts); None = it did not
     bad_rows: int = 0  # undecodable rows dropped under bad_rows=skip, over the tasks this run computed
+    shared: int = 0  # tasks another run into the same output computed while this one ran (counted in skipped)
     probe_hash: str = ""
     config_hash: str = ""
     parent_run_id: str | None = None
@@ -262,6 +267,8 @@ class _Driver:
         self.resolved = cfg
         self.tracker: Any = None
         self.started_ray = False
+        self._unflushed: list[tuple[str, bool]] = []  # (task, ok) recorded but not yet in a part file
+        self.leases = LeaseBook(store.parts_uri.removesuffix(".parts") + ".leases", cfg.lease_seconds)
         self._mlflow_failed = False
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -302,6 +309,10 @@ class _Driver:
             self.store.flush()  # e.g. after Ctrl-C: finished tasks are not recomputed by the next run
         except Exception as err:
             log.warning("could not save buffered results: %s", err)
+        try:
+            self.leases.release_all()  # tasks in flight when we stop are free for the next run at once
+        except Exception as err:
+            log.warning("could not release leases: %s", err)
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
@@ -319,6 +330,7 @@ class _Driver:
             ready=lambda a: a.describe.remote(),
             submit=lambda a, tid: a.embed.remote(tid),
             on_ready=self._on_ready,
+            claim=lambda tid: self.leases.claim(self._lease_item(tid)),
         )
 
     def _start_actors(self) -> list[Any]:
@@ -357,6 +369,14 @@ class _Driver:
         }
         self.summary.probe_hash, self.summary.config_hash = probe_hash, self.key["config_hash"]
 
+    def _lease_item(self, task_id: str) -> str:
+        """A task under this run's (probe, config, data): runs with other configs never wait for each other."""
+        import hashlib
+
+        key = self._key(task_id)
+        digest = hashlib.sha256("|".join(str(key.get(k)) for k in sorted(key)).encode()).hexdigest()[:12]
+        return f"{task_id}-{digest}"
+
     def _key(self, task_id: str) -> dict[str, str]:
         return {**self.key, "data_hash": self.specs[task_id].content_hash}
 
@@ -392,21 +412,60 @@ class _Driver:
                 self._record_row(tid, error_row(tid, f"task {tid!r}: {reason}"))
 
     def _dispatch(self, pool: Any, todo: list[str], callback) -> None:
+        """Run ``todo`` on the pool; tasks leased by another live run wait, and are dropped once it stores them."""
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="embed", unit="task", disable=not self.cfg.progress, mininterval=1.0)
-        done = 0
         with bar:
-            for event in pool.run(todo):
-                if event is not None:
-                    self._record(event)
-                    done += 1
-                    bar.update(1)
-                    bar.set_postfix(ok=self.summary.ok, error=self.summary.error, refresh=False)
-                self.store.tick()
-                if callback is not None:
-                    flight = {tid: self.pids.get(slot, -1) for slot, tid in pool.in_flight.items()}
-                    callback(Progress(done, len(todo), flight))
+            pending, done = list(todo), 0
+            while pending:
+                pool.deferred = []
+                done = self._run_round(pool, pending, callback, bar, done, len(todo))
+                pending = self._still_needed(pool.deferred)
+                bar.update(len(pool.deferred) - len(pending))
+                if pending:
+                    time.sleep(min(5.0, self.cfg.lease_seconds / 4))
+
+    def _still_needed(self, deferred: list[str]) -> list[str]:
+        """Deferred tasks that no other run has stored an ok row for yet."""
+        if not deferred:
+            return []
+        rows: dict[str, list[dict]] = {}
+        for row in self.store.read_rows().values():
+            rows.setdefault(row["task_id"], []).append(row)
+        left = [t for t in deferred if not is_cached(rows.get(t, []), self._key(t))]
+        self.summary.shared += len(deferred) - len(left)
+        self.summary.skipped += len(deferred) - len(left)
+        return left
+
+    def _run_round(self, pool: Any, todo: list[str], callback, bar: Any, done: int, total: int) -> int:
+        renewed = time.monotonic()
+        for event in pool.run(todo):
+            if event is not None:
+                self._record(event)
+                done += 1
+                bar.update(1)
+                bar.set_postfix(ok=self.summary.ok, error=self.summary.error, refresh=False)
+            if self.store.tick():
+                self._release_stored()
+            if callback is not None:
+                flight = {tid: self.pids.get(slot, -1) for slot, tid in pool.in_flight.items()}
+                callback(Progress(done, total, flight))
+            if time.monotonic() - renewed > self.cfg.lease_seconds / 3:
+                self.leases.renew()
+                renewed = time.monotonic()
+        self.store.flush()
+        self._release_stored()
+        return done
+
+    def _release_stored(self) -> None:
+        """Leases of tasks whose rows are now in a part file: another run will find the row, not a free task."""
+        for tid, ok in self._unflushed:
+            if ok:
+                self.leases.finish(self._lease_item(tid))
+            else:
+                self.leases.release(self._lease_item(tid))  # an error row: another run may retry it at once
+        self._unflushed = []
 
     def _record(self, event: Any) -> None:
         tid = event.item
@@ -419,7 +478,9 @@ class _Driver:
 
     def _record_row(self, tid: str, row: dict) -> None:
         row.update(self._key(tid), probe=self.cfg.probe, method=self.cfg.embed.method)
-        self.store.add(row)
+        self._unflushed.append((tid, row["status"] == STATUS_OK))
+        if self.store.add(row):
+            self._release_stored()
         if row["status"] == STATUS_OK:
             self.summary.ok += 1
         else:

@@ -151,6 +151,8 @@ class DynamicPool:
         submit: ``submit(actor, item) -> ObjectRef`` of the work call.
         on_ready: ``on_ready(slot, info)`` when an actor (re)joins; may raise to abort the run.
         poll_seconds: :meth:`run` yields ``None`` at least this often while waiting, for progress/flushing.
+        claim: ``claim(item) -> bool`` right before an item is dispatched (e.g. take its lease); an item it
+            refuses is not run but collected in :attr:`deferred` (another run holds it).
     """
 
     def __init__(
@@ -160,11 +162,14 @@ class DynamicPool:
         submit: Callable[[Any, Any], Any],
         on_ready: Callable[[int, Any], None] | None = None,
         poll_seconds: float = 1.0,
+        claim: Callable[[Any], bool] | None = None,
     ):
         self.actors = list(actors)
         self._ready, self._submit = ready, submit
         self._on_ready = on_ready or (lambda slot, info: None)
         self.poll_seconds = poll_seconds
+        self._claim = claim
+        self.deferred: list[Any] = []
         self.idle: deque[int] = deque()
         self.dead: set[int] = set()
         self.last_failure: BaseException | None = None
@@ -216,7 +221,11 @@ class DynamicPool:
 
     def _fill(self, queue: deque) -> None:
         while self.idle and queue:
-            slot, item = self.idle.popleft(), queue.popleft()
+            item = queue.popleft()
+            if self._claim is not None and not self._claim(item):
+                self.deferred.append(item)
+                continue
+            slot = self.idle.popleft()
             self._work[self._submit(self.actors[slot], item)] = (slot, item)
 
     def _settle_probe(self, ref: Any) -> None:

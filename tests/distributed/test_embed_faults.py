@@ -110,3 +110,27 @@ def test_a_driver_killed_with_minus_9_leaves_no_ray_process_behind(tmp_path: Pat
         time.sleep(0.5)
     survivors = [p for p, t in ray_tree.items() if _start_time(p) == t]
     assert not survivors, [(p, (Path("/proc") / str(p) / "cmdline").read_bytes()[:60]) for p in survivors]
+
+
+def test_two_concurrent_runs_into_one_output_compute_each_task_once(tmp_path: Path):
+    # Before leases, both runs computed every task (12 computations for 6 tasks).
+    import re
+
+    library, out = str(tmp_path / "lib"), tmp_path / "out"
+    ids = build_synthetic_library(library, n_tasks=6)
+    procs = []
+    for name in ("a", "b"):
+        env = {**os.environ, **BASE_ENV, "RAY_TMPDIR": tempfile.mkdtemp(prefix=f"t2vl{name}-", dir="/tmp")}
+        env.pop("RAY_ADDRESS", None)
+        procs.append(_start_embed(library, out, env, "mlflow.enabled=false", "local_cpus=1"))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
+    computed = []
+    for stdout, _ in outputs:
+        counts = dict(re.findall(r"^\W*(ok|error)\W+(\d+)\W*$", stdout, flags=re.MULTILINE))
+        computed.append(int(counts["ok"]) + int(counts["error"]))
+    rows = ResultStore(str(out)).read().to_pylist()
+    assert sorted(r["task_id"] for r in rows) == sorted(ids) and {r["status"] for r in rows} == {"ok"}
+    assert sum(computed) == len(ids), computed  # shared, none twice
+    states = {json.loads(p.read_text())["state"] for p in (out / "embeddings.parquet.leases").glob("*.json")}
+    assert states <= {"done"}  # no task is left claimed
