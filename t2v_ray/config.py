@@ -19,6 +19,9 @@ from typing import Annotated, Any, TypeVar
 
 import yaml
 
+from t2v_ray.core.settings import check_ranges as _check_ranges
+from t2v_ray.core.settings import range_problem, ranged  # noqa: F401  (ranged: for the stage configs)
+
 T = TypeVar("T")
 
 
@@ -205,7 +208,21 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():
+        _check_range(v, fields[k], f"{where}.{k}")
     return cls(**kwargs)
+
+
+def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    problem = range_problem(value, f)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
+
+
+def check_ranges(cfg: Any, where: str = "config") -> None:
+    """Raise :class:`ConfigError` for any field of ``cfg`` (nested dataclasses too) outside its ``range``."""
+    _check_ranges(cfg, where, ConfigError)
 
 
 def _expand_env(node: Any) -> Any:

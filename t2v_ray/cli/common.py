@@ -58,13 +58,15 @@ def resolve_stage_config(
 
 @contextmanager
 def exit_on_bad_settings(command: str) -> Iterator[None]:
-    """Bad settings or inputs (``ValueError``, ``ConfigError``, ``LibraryError``) inside the block: print
-    ``<command>: <message>`` to stderr and exit with status 1 instead of showing a traceback."""
+    """Bad settings or inputs (``ValueError``, ``ConfigError``, ``LibraryError``) or storage that stayed
+    unreachable (``StorageUnavailableError``) inside the block: print ``<command>: <message>`` to stderr and exit
+    with status 1 instead of showing a traceback."""
     from t2v_ray.data.library import LibraryError
+    from t2v_ray.data.retry import StorageUnavailableError
 
     try:
         yield
-    except (ValueError, LibraryError) as err:
+    except (ValueError, LibraryError, StorageUnavailableError) as err:
         typer.echo(f"{command}: {err}", err=True)
         raise typer.Exit(1) from err
 

@@ -90,6 +90,17 @@ def embed(
         tracking_uri=tracking_uri,
     )
     with common.exit_on_bad_settings("t2v embed"):
-        summary = run_embed(load_embed_config(config, flag_overrides(flags) + list(overrides or [])))
+        cfg = load_embed_config(config, flag_overrides(flags) + list(overrides or []))
+        try:
+            summary = run_embed(cfg)
+        except KeyboardInterrupt:
+            typer.secho(
+                f"t2v embed: interrupted; finished rows are saved in {cfg.out}, a rerun computes only the rest",
+                fg="yellow",
+                err=True,
+            )
+            raise typer.Exit(130) from None
     print_summary(summary)
+    if summary.aborted:
+        typer.secho(f"t2v embed: stopped early: {summary.aborted}", fg="red", err=True)
     raise typer.Exit(exit_code(summary, strict))

@@ -39,7 +39,14 @@ ContactOpt = typer.Option(
 # Shared by the importers (import-folder, import-attributes).
 ImportOutOpt = typer.Option(..., "--out", "-o", help="Library folder or s3:// URI.")
 MaxPerClassOpt = typer.Option(None, help="Sample at most this many per class. (default: 1000)")
-MaxSideOpt = typer.Option(None, help="Downscale images whose longer side is larger.")
+MaxSideOpt = typer.Option(
+    None, help="Downscale images whose longer side is larger (-s max_side=null keeps sizes). (default: 1024)"
+)
+MaxPixelsOpt = typer.Option(
+    None,
+    min=1,
+    help="Leave out images with more pixels, checked from the header before decoding. (default: 80000000)",
+)
 
 
 def _resolve(cls: type, base: Any, config: Path | None, sets: list[str] | None, explicit: dict[str, Any]):
@@ -71,6 +78,7 @@ def _report(summary, strict: bool = False) -> None:
             console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
         if len(summary.skipped) > 20:
             console.print(f"  ... and {len(summary.skipped) - 20} more")
+        console.print(f"  (all listed in {summary.uri}/skipped.json)", markup=False, highlight=False)
     report = summary.validation
     if report is not None and report.issues:
         console.print(report.table())
@@ -178,6 +186,12 @@ def import_folder_cmd(
     max_per_class: int | None = MaxPerClassOpt,
     dataset: str | None = typer.Option(None, help="Dataset name / taxonomy root. (default: ROOT's name)"),
     max_side: int | None = MaxSideOpt,
+    max_pixels: int | None = MaxPixelsOpt,
+    follow_symlinks: bool | None = typer.Option(
+        None,
+        "--follow-symlinks/--no-follow-symlinks",
+        help="Follow directory links (never back into an ancestor). (default: not followed)",
+    ),
     seed: int | None = SeedOpt,
     contact_sheet: bool = ContactOpt,
     config: Path | None = ConfigOpt,
@@ -185,7 +199,7 @@ def import_folder_cmd(
 ) -> None:
     """Import an image folder tree: each folder whose sub-folders have >= --min-images images becomes a task
     classifying those sub-folders; the taxonomy column holds the folder path (iNaturalist, CUB).
-    Unreadable images are skipped and listed."""
+    Files left out (undecodable, too large, not images, dangling links, duplicate content) are listed."""
     from dataclasses import asdict
 
     from t2v_ray.data.builders.folder import build_folder
@@ -196,6 +210,8 @@ def import_folder_cmd(
         "max_per_class": max_per_class,
         "dataset": dataset,
         "max_side": max_side,
+        "max_pixels": max_pixels,
+        "follow_symlinks": follow_symlinks,
     }
     cfg = _resolve(FolderImportConfig, FolderImportConfig(), config, set_, {**explicit, "seed": seed})
     _report(build_folder(root, out, contact_sheet=contact_sheet, progress=True, **asdict(cfg)))
@@ -215,6 +231,7 @@ def import_attributes_cmd(
     multi_sep: str | None = typer.Option(None, help="Separator of multi-valued cells, e.g. ';'."),
     dataset: str | None = typer.Option(None, help="Dataset name. (default: CSV file name)"),
     max_side: int | None = MaxSideOpt,
+    max_pixels: int | None = MaxPixelsOpt,
     seed: int | None = SeedOpt,
     contact_sheet: bool = ContactOpt,
     config: Path | None = ConfigOpt,
@@ -235,6 +252,7 @@ def import_attributes_cmd(
         "multi_sep": multi_sep,
         "dataset": dataset,
         "max_side": max_side,
+        "max_pixels": max_pixels,
         "seed": seed,
     }
     cfg = _resolve(AttributeImportConfig, AttributeImportConfig(), config, set_, explicit)
@@ -253,7 +271,8 @@ def validate_cmd(
     max_rows: int = typer.Option(40, help="Issues shown in the table."),
 ) -> None:
     """Check a library: schema, missing shards, undecodable images, empty or single-class tasks, labels out of
-    range, duplicate image ids. Exit code 0: all good; 1: some tasks unusable; 2: the library is unusable."""
+    range, duplicate image ids. Exit code 0: all good; 1: some tasks unusable; 2: the library is unusable or
+    cannot be read (e.g. its S3 endpoint cannot be reached)."""
     from rich.console import Console
 
     from t2v_ray.data.validate import validate_library
@@ -273,10 +292,11 @@ def info_cmd(uri: str = typer.Argument(..., help="Library folder or s3:// URI.")
     from rich.table import Table
 
     from t2v_ray.data.library import LibraryError, TaskLibrary
+    from t2v_ray.data.retry import StorageUnavailableError
 
     try:
         lib = TaskLibrary.open(uri)
-    except LibraryError as e:
+    except (LibraryError, StorageUnavailableError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     table = Table(title=f"{uri}: {len(lib)} tasks")

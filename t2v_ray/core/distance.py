@@ -2,6 +2,12 @@
 
 Notation: F_a, F_b are diagonal-Fisher embeddings on the same probe (non-negative, one entry per filter);
 t0 is the trivial embedding (the variational prior, §3.1).
+
+Complexity (the distance of a task from the trivial embedding, §3.3) is measured on the variational footing: the
+variational estimator returns (β/2N)Λ ≈ F + t0 (supplement §6), so a Monte-Carlo embedding F is compared as
+F + t0. Compared bare, d_sym(F, t0) is blind to F's scale whenever F and t0 differ in scale (it tends to
+1 - mean(F/t0)/rms(F/t0) as F/t0 -> 0) and is not monotone in it: a task with 1000x less Fisher information can
+score as more complex. With the floor, a trivial task (F = 0) is at distance 0 and the term grows with F.
 """
 
 from __future__ import annotations
@@ -43,13 +49,25 @@ def symmetric_distance(a, b, eps: float = EPS) -> float:
     return float(np.clip(cosine_distance(na, nb, eps), 0.0, 1.0))
 
 
-def asymmetric_distance(a, b, t0, alpha: float = 0.15, eps: float = EPS) -> float:
-    """d_asym(t_a -> t_b) = d_sym(t_a, t_b) - alpha * d_sym(t_a, t0) (paper §3.3).
+def complexity(a, t0, includes_prior: bool = False, eps: float = EPS) -> float:
+    """d_sym(t_a, t0), the distance from the trivial embedding, with t_a = F_a + t0 unless ``includes_prior``.
+
+    ``includes_prior``: the embedding already holds the prior (the variational estimator's (β/2N)Λ); a
+    Monte-Carlo Fisher does not, and gets it added (see the module docstring).
+    """
+    a, t0 = _vec(a), _vec(t0)
+    return symmetric_distance(a if includes_prior else a + np.clip(t0, 0.0, None), t0, eps)
+
+
+def asymmetric_distance(
+    a, b, t0, alpha: float = 0.15, eps: float = EPS, includes_prior: bool = False
+) -> float:
+    """d_asym(t_a -> t_b) = d_sym(t_a, t_b) - alpha * complexity(t_a) (paper §3.3).
 
     ``a`` is the source (the expert's task), ``b`` the target task; complex sources (far from the
-    trivial embedding t0) are brought closer.
+    trivial embedding t0) are brought closer. ``complexity`` is :func:`complexity` (``includes_prior`` as there).
     """
-    return symmetric_distance(a, b, eps) - alpha * symmetric_distance(a, t0, eps)
+    return symmetric_distance(a, b, eps) - alpha * complexity(a, t0, includes_prior, eps)
 
 
 # Rows of the left operand per block, so no (rows, m, d) temporary exceeds ~32M floats: a 137-task library
@@ -89,11 +107,22 @@ def pairwise_symmetric(embs: np.ndarray, eps: float = EPS) -> np.ndarray:
     return d
 
 
+def cross_complexity(embs: np.ndarray, t0: np.ndarray, includes_prior: bool = False) -> np.ndarray:
+    """:func:`complexity` of every row of an (n, d) stack."""
+    embs = np.clip(np.atleast_2d(np.asarray(embs, dtype=np.float64)), 0.0, None)
+    t0 = np.clip(np.asarray(t0, dtype=np.float64).reshape(1, -1), 0.0, None)
+    return cross_symmetric(embs if includes_prior else embs + t0, t0)[:, 0]
+
+
 def pairwise_asymmetric(
-    sources: np.ndarray, targets: np.ndarray, t0: np.ndarray, alpha: float = 0.15
+    sources: np.ndarray,
+    targets: np.ndarray,
+    t0: np.ndarray,
+    alpha: float = 0.15,
+    includes_prior: bool = False,
 ) -> np.ndarray:
     """Matrix D[i, j] = d_asym(source_i -> target_j)."""
-    triv = cross_symmetric(sources, np.asarray(t0, dtype=np.float64)[None, :])[:, 0]
+    triv = cross_complexity(sources, t0, includes_prior)
     return cross_symmetric(sources, targets) - alpha * triv[:, None]
 
 

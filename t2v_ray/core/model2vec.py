@@ -7,7 +7,9 @@ learned model bias, m_j = F_j + b_j, t0 the trivial embedding, gamma > 0 the lea
 Direction of the asymmetric distance: the paper writes d_ij = d_asym(t_i, m_j). Read literally (task as source)
 the complexity term -alpha d_sym(t_i, t0) is the same for every expert j and drops out of the softmax, so the
 model would never see "complex experts transfer better". We take the model as the source, as in §3.3's transfer
-direction source -> target: d_ij = d_sym(m_j, t_i) - alpha d_sym(m_j, t0), i.e. ``asymmetric_distance(m_j, t_i)``.
+direction source -> target: d_ij = d_sym(m_j, t_i) - alpha d_sym(m_j (+ t0), t0), i.e.
+``asymmetric_distance(m_j, t_i)``; t0 is added to m_j in the complexity term unless the embeddings hold it already
+(``includes_prior``, the variational estimator; see ``distance.complexity``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ def symmetric_distance_torch(a: torch.Tensor, b: torch.Tensor, eps: float = EPS)
 
 
 def asymmetric_distance_torch(
-    models: torch.Tensor, tasks: torch.Tensor, t0: torch.Tensor, alpha: float = 0.15
+    models: torch.Tensor,
+    tasks: torch.Tensor,
+    t0: torch.Tensor,
+    alpha: float = 0.15,
+    includes_prior: bool = False,
 ) -> torch.Tensor:
-    """d_ij = d_asym(m_j -> t_i) = d_sym(m_j, t_i) - alpha d_sym(m_j, t0), shape (n_tasks, n_models)."""
-    return symmetric_distance_torch(models, tasks) - alpha * symmetric_distance_torch(models, t0[None, :])
+    """d_ij = d_asym(m_j -> t_i) = d_sym(m_j, t_i) - alpha complexity(m_j), shape (n_tasks, n_models).
+
+    complexity(m) = d_sym(m + t0, t0), or d_sym(m, t0) when ``includes_prior`` (``distance.complexity``).
+    """
+    source = models if includes_prior else models + t0[None, :]
+    return symmetric_distance_torch(models, tasks) - alpha * symmetric_distance_torch(source, t0[None, :])
 
 
 def soft_labels(errors: np.ndarray, alpha: float = 20.0, allowed: np.ndarray | None = None) -> np.ndarray:
@@ -84,6 +94,7 @@ class Model2Vec:
         gamma: learned inverse temperature of Softmax(-gamma d_i).
         t0: trivial embedding in scaled units.
         alpha_asym: alpha of d_asym.
+        includes_prior: the embeddings hold t0 already (variational estimator), see ``distance.complexity``.
         scale: the mean entry of the training task embeddings (input units per scaled unit).
         epochs_run: optimiser steps taken (less than the budget when early stopping triggered).
     """
@@ -95,6 +106,7 @@ class Model2Vec:
     alpha_asym: float
     scale: float
     epochs_run: int
+    includes_prior: bool = False
 
     @property
     def model_embs(self) -> np.ndarray:
@@ -110,6 +122,7 @@ class Model2Vec:
                 tasks,
                 _t(self.t0),
                 self.alpha_asym,
+                self.includes_prior,
             )
         return d.numpy().astype(np.float64)
 
@@ -137,9 +150,10 @@ def _cross_entropy(
     labels: torch.Tensor,
     mask: torch.Tensor,
     alpha_asym: float,
+    includes_prior: bool,
 ) -> torch.Tensor:
     """L = -(1/N) sum_i sum_j p_hat_ij log Softmax(-gamma d_i)_j over the allowed experts (supplement §4.3)."""
-    d = asymmetric_distance_torch(_models(prior, bias), tasks, t0, alpha_asym)
+    d = asymmetric_distance_torch(_models(prior, bias), tasks, t0, alpha_asym, includes_prior)
     logits = (-log_gamma.exp() * d).masked_fill(~mask, float("-inf"))
     logp = torch.log_softmax(logits, dim=1)
     return -torch.where(mask, labels * logp, torch.zeros_like(logp)).sum(dim=1).mean()
@@ -168,6 +182,7 @@ def fit_model2vec(
     patience: int | None = None,
     val_fraction: float = 0.0,
     seed: int = 0,
+    includes_prior: bool = False,
 ) -> Model2Vec:
     """Learn b_j and gamma by minimising the soft-label cross-entropy with Adam (paper §3.4, supplement §4.3).
 
@@ -189,6 +204,7 @@ def fit_model2vec(
             F_j; decaying log gamma would pull the temperature toward 1 for no reason.
         epochs, patience, val_fraction: stopping rule, see above.
         seed: seeds the validation split (the fit itself has no randomness).
+        includes_prior: the embeddings hold t0 already (variational estimator), see ``distance.complexity``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -206,7 +222,7 @@ def fit_model2vec(
     unknown = ~(prior_np > 0).any(axis=1)
     bias = _t(np.where(unknown[:, None], tasks_np.mean(axis=0) / scale, 0.0)).requires_grad_()
     with torch.no_grad():
-        d0 = asymmetric_distance_torch(_models(prior, bias), tasks, t0_t, alpha_asym)
+        d0 = asymmetric_distance_torch(_models(prior, bias), tasks, t0_t, alpha_asym, includes_prior)
         spread = float(d0.std(dim=1, unbiased=False).mean())
     # Start gamma so that -gamma d_i spans about one logit unit per task.
     log_gamma = torch.tensor(-np.log(max(spread, 1e-6)), dtype=DTYPE, requires_grad=True)
@@ -218,7 +234,9 @@ def fit_model2vec(
     tr, va = _split(len(tasks_np), val_fraction if use_val else 0.0, seed)
 
     def loss_on(idx: np.ndarray) -> torch.Tensor:
-        return _cross_entropy(bias, log_gamma, prior, tasks[idx], t0_t, labels[idx], mask[idx], alpha_asym)
+        return _cross_entropy(
+            bias, log_gamma, prior, tasks[idx], t0_t, labels[idx], mask[idx], alpha_asym, includes_prior
+        )
 
     best = (float("inf"), bias.detach().clone(), log_gamma.detach().clone(), 0)
     for epoch in range(1, epochs + 1):
@@ -244,4 +262,5 @@ def fit_model2vec(
         alpha_asym=alpha_asym,
         scale=scale,
         epochs_run=steps,
+        includes_prior=includes_prior,
     )

@@ -5,17 +5,22 @@ trained for task i on top of expert j. ``allowed`` (n_tasks, n_experts) says whi
 for a task: the "taxonomy" protocol forbids the expert trained on the task itself (``loo_mask``), "mixed" allows
 all (``mixed_mask``). Unknown grid entries (NaN) are never allowed. Score matrices are "lower = better"
 (distances); transferability scores (higher = better) are negated by ``evaluate_selectors``.
+
+Uncertainty (``bootstrap_errors``): each error is a fraction of a finite test set, so Table 1's intervals
+resample both the tasks and, given ``n_test``, each (task, expert) error's test images (a parametric binomial
+bootstrap); every selector is scored on the same draws, so differences between rows stay paired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.stats import weightedtau
 
-from t2v_ray.core.distance import cross_symmetric
+from t2v_ray.core.distance import cross_complexity, cross_symmetric
 from t2v_ray.core.model2vec import fit_model2vec
 
 DEFAULT_ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 10)
@@ -87,16 +92,25 @@ def symmetric_scores(task_embs: np.ndarray, expert_task_embs: np.ndarray) -> np.
     return np.where(_known(expert_task_embs)[None, :], cross_symmetric(tasks, experts), np.inf)
 
 
-def _complexity(expert_task_embs: np.ndarray, t0: np.ndarray) -> np.ndarray:
-    """d_sym(F_j, t0) per expert: the 'complexity' of its source task."""
-    return cross_symmetric(np.nan_to_num(expert_task_embs), np.asarray(t0, dtype=np.float64)[None, :])[:, 0]
+def _complexity(expert_task_embs: np.ndarray, t0: np.ndarray, includes_prior: bool = False) -> np.ndarray:
+    """Distance of each expert's source task from t0 (``distance.complexity``): how 'complex' it is."""
+    return cross_complexity(np.nan_to_num(expert_task_embs), t0, includes_prior)
 
 
 def asymmetric_scores(
-    task_embs: np.ndarray, expert_task_embs: np.ndarray, t0: np.ndarray, alpha: float = 0.15
+    task_embs: np.ndarray,
+    expert_task_embs: np.ndarray,
+    t0: np.ndarray,
+    alpha: float = 0.15,
+    includes_prior: bool = False,
 ) -> np.ndarray:
-    """A[i, j] = d_asym(F_j -> t_i) = d_sym(F_j, t_i) - alpha d_sym(F_j, t0): expert's task as the source (§3.3)."""
-    return symmetric_scores(task_embs, expert_task_embs) - alpha * _complexity(expert_task_embs, t0)[None, :]
+    """A[i, j] = d_asym(F_j -> t_i) = d_sym(F_j, t_i) - alpha complexity(F_j): expert's task as the source (§3.3).
+
+    ``includes_prior``: the embeddings hold the prior t0 already (variational estimator; see
+    ``distance.complexity``).
+    """
+    triv = _complexity(expert_task_embs, t0, includes_prior)
+    return symmetric_scores(task_embs, expert_task_embs) - alpha * triv[None, :]
 
 
 def sweep_alpha(
@@ -106,6 +120,7 @@ def sweep_alpha(
     errors: np.ndarray,
     allowed: np.ndarray | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
+    includes_prior: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Asymmetric Task2Vec with alpha chosen on held-in tasks only.
 
@@ -122,7 +137,7 @@ def sweep_alpha(
     if n < 2:
         raise ValueError("choosing alpha on held-in tasks needs at least two tasks")
     sym = symmetric_scores(task_embs, expert_task_embs)
-    triv = _complexity(expert_task_embs, t0)
+    triv = _complexity(expert_task_embs, t0, includes_prior)
     picks = np.stack([pick_lowest(sym - a * triv[None, :], mask) for a in alphas])  # (n_alpha, n)
     picked_err = err[np.arange(n)[None, :], picks]
     held_in_mean = (picked_err.sum(axis=1, keepdims=True) - picked_err) / (n - 1)  # leave task i out
@@ -137,6 +152,7 @@ def loo_model2vec(
     t0: np.ndarray,
     alpha_asym: float = 0.15,
     allowed: np.ndarray | None = None,
+    includes_prior: bool = False,
     **opts,
 ) -> np.ndarray:
     """Leave-one-out MODEL2VEC scores (supplement §4.3): row i comes from a fit on every task but i.
@@ -151,10 +167,83 @@ def loo_model2vec(
     for i in range(len(tasks)):
         rest = np.arange(len(tasks)) != i
         model = fit_model2vec(
-            tasks[rest], err[rest], expert_task_embs, t0, alpha_asym, allowed=mask[rest], **opts
-        )
+            tasks[rest], err[rest], expert_task_embs, t0, alpha_asym, allowed=mask[rest],
+            includes_prior=includes_prior, **opts,
+        )  # fmt: skip
         out[i] = model.scores(tasks[i : i + 1])[0]
     return out
+
+
+def binomial_se(error: np.ndarray | float, n_test: np.ndarray | int) -> np.ndarray:
+    """Standard error of an error rate measured on ``n_test`` test images: sqrt(e (1 - e) / n); NaN for n < 1."""
+    e, n = np.asarray(error, dtype=np.float64), np.asarray(n_test, dtype=np.float64)
+    return np.sqrt(np.divide(e * (1.0 - e), n, out=np.full(np.broadcast(e, n).shape, np.nan), where=n >= 1))
+
+
+@dataclass(frozen=True)
+class BootstrapDraws:
+    """Resampled ground truth that every selector is scored on.
+
+    Attributes:
+        tasks: (B, n) task rows drawn with replacement, one resample of the n tasks per draw.
+        errors: (B, n, k) errors of those rows: the measured ones, or binomial resamples of their test sets.
+    """
+
+    tasks: np.ndarray
+    errors: np.ndarray
+
+
+def _test_counts(n_test: np.ndarray, errors: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``n_test`` as an (n, k) integer matrix (a per-task vector is broadcast over experts); 1 off ``mask``."""
+    n = np.asarray(n_test, dtype=np.float64)
+    if n.shape not in ((len(errors),), errors.shape):
+        raise ValueError(
+            f"n_test has shape {n.shape}; need ({len(errors)},) or {errors.shape} like the errors"
+        )
+    n = np.broadcast_to(n[:, None], errors.shape) if n.ndim == 1 else n
+    bad = mask & ~(np.isfinite(n) & (n >= 1) & (n == np.round(n)))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"n_test[{i}, {j}] = {n[i, j]} (task row {i}, expert column {j}): need a positive integer count "
+            "of test images for every allowed grid cell"
+        )
+    return np.where(mask, n, 1).astype(np.int64)
+
+
+def bootstrap_errors(
+    errors: np.ndarray,
+    n_test: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    allowed: np.ndarray | None = None,
+) -> BootstrapDraws:
+    """B resamples of the ground truth: tasks with replacement and, given ``n_test``, each error's test set.
+
+    Draw b takes task rows t = tasks[b] (uniform, with replacement) and, when ``n_test`` is given,
+    errors[b, i, j] = Binomial(n_test[t_i, j], e[t_i, j]) / n_test[t_i, j], independently per cell and draw: the
+    error a classifier with true error e would show on a fresh test set of the same size. Without ``n_test``
+    the errors are the measured ones (a bootstrap over tasks only). Cells outside ``allowed`` (or NaN) stay NaN.
+
+    Args:
+        errors: (n, k) measured test errors.
+        n_test: (n,) test images per task, or (n, k) per cell; None: resample tasks only.
+        n_boot: number of draws B.
+        seed: seeds the task draws and the binomial draws.
+        allowed: cells that may be used (default: the finite ones).
+    """
+    err = np.asarray(errors, dtype=np.float64)
+    mask = _allowed(err, allowed)
+    rng = np.random.default_rng(seed)
+    tasks = rng.integers(0, len(err), size=(n_boot, len(err)))
+    if n_test is None:
+        return BootstrapDraws(tasks, np.where(mask, err, np.nan)[tasks])
+    if not (np.all((err[mask] >= 0) & (err[mask] <= 1))):
+        raise ValueError("errors must lie in [0, 1] to be resampled as binomial test-set errors")
+    counts = _test_counts(n_test, err, mask)
+    p, n = np.where(mask, err, 0.0)[tasks], counts[tasks]
+    resampled = rng.binomial(n, p) / n
+    return BootstrapDraws(tasks, np.where(mask[tasks], resampled, np.nan))
 
 
 def _top3_hits(err: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -189,16 +278,17 @@ def _ratio_of_means(sel: np.ndarray, opt: np.ndarray) -> np.ndarray:
     return np.divide(m_sel, m_opt, out=np.full_like(m_sel, np.nan), where=m_opt > 0) - 1.0
 
 
-def _row(name, sel_err, hits, opt, boot, kendall, ci, err_floor) -> dict:
+def _row(name, sel_err, sel_boot, hits, opt, opt_boot, kendall, ci, err_floor) -> dict:
     # Per-task reading: (e_sel - e_opt) / max(e_opt, err_floor) equals e_sel/e_opt - 1 whenever e_opt >= floor and
     # stays finite (and 0 for a matched pick) on tasks the optimal expert solves perfectly.
-    stats = _ratio_of_means(sel_err[boot], opt[boot])
+    stats = _ratio_of_means(sel_boot, opt_boot)
     lo, hi = (
         np.nanpercentile(stats, [50 * (1 - ci), 50 * (1 + ci)]) if np.isfinite(stats).any() else (np.nan,) * 2
     )
     return {
         "selector": name,
         "mean_error": float(sel_err.mean()),
+        "mean_error_se": float(sel_boot.mean(axis=1).std()) if len(sel_boot) > 1 else float("nan"),
         "rel_increase": float(_ratio_of_means(sel_err, opt)),
         "rel_increase_lo": float(lo),
         "rel_increase_hi": float(hi),
@@ -219,6 +309,7 @@ def evaluate_selectors(
     *,
     include_optimal: bool = True,
     include_chance: bool = True,
+    n_test: np.ndarray | None = None,
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
@@ -228,7 +319,14 @@ def evaluate_selectors(
 
     Metrics, with e_sel / e_opt the selected / optimal allowed error per task:
         rel_increase: mean(e_sel) / mean(e_opt) - 1 (the paper's Table 1 reading), with a percentile bootstrap
-            ``ci`` interval over tasks (``n_boot`` resamples, ``seed``; the same resamples for every row).
+            ``ci`` interval (``n_boot`` draws of :func:`bootstrap_errors`, ``seed``; the same draws for every
+            row). A draw resamples the tasks and, given ``n_test``, every error's test set; every row keeps its
+            picks, Optimal's included (the alpha sweep and MODEL2VEC are not refitted per draw), so a row that
+            matches Optimal's picks has the interval [0, 0] and differences between rows stay paired. Searching
+            the optimum again in every draw would centre the intervals above the estimate: the minimum of noisy
+            errors is biased low (with 200 test images and experts a few points apart, Chance's interval
+            excluded its own estimate), and the estimate itself carries that bias once already.
+        mean_error_se: the bootstrap standard deviation of mean(e_sel) over the same draws.
         mean_rel_increase: mean_i (e_sel - e_opt) / max(e_opt, err_floor): the per-task reading; the floor
             (in error units, default 0.1 %) only matters for tasks with e_opt < err_floor.
         regret: mean(e_sel - e_opt). top3: fraction of tasks whose pick is among the 3 best allowed (ties count
@@ -239,6 +337,7 @@ def evaluate_selectors(
         picks: name -> (n,) chosen expert per task (e.g. 'Generic', 'Asymmetric Task2Vec (swept alpha)').
         scores: name -> (n, k) lower-is-better scores (distances); the pick is the allowed argmin.
         transfer_scores: name -> (n, k) higher-is-better scores (LogME, LEEP, NCE, H-score).
+        n_test: (n,) test images per task or (n, k) per cell (``bootstrap_errors``); None: tasks only.
     """
     err = np.asarray(errors, dtype=np.float64)
     mask = _allowed(err, allowed)
@@ -246,24 +345,34 @@ def evaluate_selectors(
     hits = _top3_hits(err, mask)
     opt_pick = pick_lowest(err, mask)
     opt = err[np.arange(n), opt_pick]
-    boot = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    draws = bootstrap_errors(err, n_test, n_boot, seed, mask)
     rows = []
 
-    def add(name: str, sel_err: np.ndarray, sel_hits: np.ndarray, tau: float) -> None:
-        rows.append(_row(name, sel_err, sel_hits, opt, boot, tau, ci, err_floor))
+    def add(name: str, sel_err: np.ndarray, sel_boot: np.ndarray, sel_hits: np.ndarray, tau: float) -> None:
+        rows.append(_row(name, sel_err, sel_boot, sel_hits, opt, opt_boot, tau, ci, err_floor))
+
+    def boot_of(p: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(draws.errors, p[draws.tasks][..., None], axis=2)[..., 0]
+
+    opt_boot = boot_of(opt_pick)
 
     if include_optimal:
-        add("Optimal", opt, hits[np.arange(n), opt_pick], _kendall(err, err, mask))
+        add("Optimal", opt, opt_boot, hits[np.arange(n), opt_pick], _kendall(err, err, mask))
     if include_chance:
-        add("Chance", chance_errors(err, mask), (hits & mask).sum(1) / mask.sum(1), float("nan"))
+        chance_boot = (
+            np.where(mask[draws.tasks], draws.errors, 0.0).sum(axis=2) / mask.sum(axis=1)[draws.tasks]
+        )
+        chance_hits = (hits & mask).sum(1) / mask.sum(1)
+        add("Chance", chance_errors(err, mask), chance_boot, chance_hits, float("nan"))
     for name, p in (picks or {}).items():
         p = np.asarray(p, dtype=int)
         if not mask[np.arange(n), p].all():
             raise ValueError(f"selector {name!r} picked an expert that is not allowed for some task")
-        add(name, err[np.arange(n), p], hits[np.arange(n), p], float("nan"))
+        add(name, err[np.arange(n), p], boot_of(p), hits[np.arange(n), p], float("nan"))
     lower = dict(scores or {})
     lower.update({k: -np.asarray(v, dtype=np.float64) for k, v in (transfer_scores or {}).items()})
     for name, s in lower.items():
         p = pick_lowest(s, mask)
-        add(name, err[np.arange(n), p], hits[np.arange(n), p], _kendall(np.asarray(s, np.float64), err, mask))
+        tau = _kendall(np.asarray(s, np.float64), err, mask)
+        add(name, err[np.arange(n), p], boot_of(p), hits[np.arange(n), p], tau)
     return pd.DataFrame(rows)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from t2v_ray.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
+
 
 @dataclass(frozen=True)
 class FashionMnistConfig:
@@ -39,7 +41,9 @@ class FolderImportConfig:
     test_fraction: float = 0.2
     seed: int = 0
     dataset: str | None = None
-    max_side: int | None = None
+    max_side: int | None = DEFAULT_MAX_SIDE
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    follow_symlinks: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,4 +58,5 @@ class AttributeImportConfig:
     test_fraction: float = 0.2
     seed: int = 0
     dataset: str | None = None
-    max_side: int | None = None
+    max_side: int | None = DEFAULT_MAX_SIDE
+    max_pixels: int | None = DEFAULT_MAX_PIXELS

@@ -7,7 +7,7 @@ import io
 from PIL import Image, ImageDraw, ImageFont
 
 from t2v_ray.data import storage
-from t2v_ray.data.images import ImageDecodeError, decode_image
+from t2v_ray.data.images import ImageDecodeError, decode_image, flatten
 from t2v_ray.data.library import LibraryError, TaskLibrary
 from t2v_ray.data.schema import CONTACT_SHEET
 
@@ -33,7 +33,7 @@ def _samples(lib: TaskLibrary, task_id: str, per_task: int) -> list[Image.Image]
         if label in seen:
             continue
         try:
-            seen[label] = decode_image(data).convert("RGB")
+            seen[label] = flatten(decode_image(data), "RGB")
         except ImageDecodeError:
             continue
         if len(seen) >= per_task:

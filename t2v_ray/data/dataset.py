@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from t2v_ray.data.images import ImageDecodeError, decode_image
+from t2v_ray.data.images import DEFAULT_BACKGROUND, Background, ImageDecodeError, decode_image, flatten
 
 __all__ = ["BalancedSampler", "ImageDecodeError", "TaskDataset", "balanced_sampler", "decode_image"]
 
@@ -34,6 +34,7 @@ class TaskDataset(Dataset):
         split: keep only rows of this split; None keeps all.
         mode: PIL mode images are converted to before ``transform`` (glyphs are grayscale, probes want RGB);
             None leaves images as decoded.
+        background: colour (name or RGB) transparent pixels are composited onto when converting to ``mode``.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class TaskDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         split: str | None = "train",
         mode: str | None = "RGB",
+        background: Background = DEFAULT_BACKGROUND,
     ):
         rows = table_or_rows.to_pylist() if isinstance(table_or_rows, pa.Table) else list(table_or_rows)
         if split is not None:
@@ -51,6 +53,7 @@ class TaskDataset(Dataset):
         self.image_ids = [str(r.get("image_id", i)) for i, r in enumerate(rows)]
         self.transform = transform or _default_transform
         self.mode = mode
+        self.background = background
 
     def __len__(self) -> int:
         return len(self.images)
@@ -62,8 +65,8 @@ class TaskDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = decode_image(self.images[index], self.image_ids[index])
-        if self.mode is not None and img.mode != self.mode:
-            img = img.convert(self.mode)
+        if self.mode is not None:
+            img = flatten(img, self.mode, self.background)
         return self.transform(img), int(self.labels[index])
 
 

@@ -258,6 +258,8 @@ class LibraryWriter:
         if storage.exists(target):
             try:
                 old = storage.read_parquet(target)
+            except storage.StorageUnavailableError:
+                raise
             except Exception:  # a corrupt tasks file is simply replaced
                 old = None
         if old is None or not old.equals(table):
@@ -289,12 +291,27 @@ class TaskLibrary:
 
     @classmethod
     def open(cls, uri: str) -> TaskLibrary:
-        """Read ``tasks.parquet``; raises :class:`LibraryError` when it is missing or malformed."""
+        """Read ``tasks.parquet``.
+
+        Raises:
+            LibraryError: it is missing, malformed or cannot be read (e.g. access denied).
+            StorageUnavailableError: its storage stayed unreachable for the whole retry patience.
+        """
         target = storage.join(str(uri), TASKS_FILE)
-        if not storage.exists(target):
+        try:
+            found = storage.exists(target)
+        except OSError as e:  # not transient (those are retried, then StorageUnavailableError): e.g. denied
+            raise LibraryError(f"{uri}: cannot read ({e})") from e
+        if not found:
+            bucket = storage.missing_bucket(str(uri))
+            if bucket is not None:  # e.g. a wrong endpoint that answers 404 to everything
+                where = f"S3 endpoint {storage.endpoint_name()}"
+                raise LibraryError(f"{uri}: no bucket {bucket!r} at {where} (wrong endpoint or bucket name?)")
             raise LibraryError(f"{uri}: no {TASKS_FILE} (not a library, or its build did not finish)")
         try:
             table = storage.read_parquet(target)
+        except storage.StorageUnavailableError:
+            raise  # an outage, not a bad file: the message already names the endpoint
         except Exception as e:
             raise LibraryError(f"{target}: unreadable ({e})") from e
         missing = missing_columns(table.schema, TASKS_SCHEMA)
@@ -318,8 +335,11 @@ class TaskLibrary:
             known = ", ".join(list(self._by_id)[:5])
             raise LibraryError(f"{self.uri}: no task {task_id!r} (known: {known}, ...)") from None
 
-    def read_task(self, task_id: str, split: str | None = None) -> pa.Table:
+    def read_task(self, task_id: str, split: str | None = None, origin: bool = False) -> pa.Table:
         """Read only ``task_id``'s shards, checked; optionally only one split.
+
+        With ``origin``, two extra columns say where each row lives: ``shard`` (relative path) and
+        ``shard_row`` (row number inside that shard), so a later problem with a row can be reported exactly.
 
         Raises:
             TaskDataError: a shard is missing or unreadable, a column is missing, or a row has a label out of
@@ -331,6 +351,13 @@ class TaskLibrary:
         if not spec.shards:
             raise TaskDataError(task_id, "task lists no shards")
         parts = [self._read_shard(spec, rel) for rel in spec.shards]
+        if origin:
+            parts = [
+                p.append_column("shard", pa.array([rel] * p.num_rows, pa.string())).append_column(
+                    "shard_row", pa.array(range(p.num_rows), pa.int64())
+                )
+                for rel, p in zip(spec.shards, parts, strict=True)
+            ]
         table = pa.concat_tables(parts)
         if split is not None:
             table = table.filter(pc.equal(table.column("split"), split))
@@ -342,6 +369,8 @@ class TaskLibrary:
             raise TaskDataError(spec.task_id, "shard file is missing", shard=rel)
         try:
             table = storage.read_parquet(target)
+        except storage.StorageUnavailableError:
+            raise  # not this task's fault
         except Exception as e:
             raise TaskDataError(spec.task_id, f"shard unreadable ({e})", shard=rel) from e
         problem = check_shard_table(spec, table)

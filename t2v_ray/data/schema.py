@@ -8,6 +8,7 @@ TASKS_FILE = "tasks.parquet"
 SHARDS_DIR = "shards"
 CONTACT_SHEET = "contact_sheet.png"
 BUILD_CONFIG = "build_config.yaml"
+SKIP_REPORT = "skipped.json"  # inputs the last build left out, with reasons (a JSON list of lines)
 BUILD_STATE = "build_state.json"  # recipe hash per task, lets a rebuild skip producing unchanged tasks
 
 KINDS = ("taxonomy", "attribute")

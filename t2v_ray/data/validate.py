@@ -117,7 +117,7 @@ def validate_library(uri: str, decode: bool = True, check_hash: bool = False) ->
     report = ValidationReport(uri=str(uri))
     try:
         lib = TaskLibrary.open(uri)
-    except LibraryError as e:
+    except (LibraryError, storage.StorageUnavailableError) as e:  # exit code 2: the library cannot be read
         report.library_error = str(e)
         return report
     report.task_ids = [s.task_id for s in lib.tasks]
@@ -127,8 +127,11 @@ def validate_library(uri: str, decode: bool = True, check_hash: bool = False) ->
     for tid, n in Counter(report.task_ids).items():
         if n > 1:
             report.issues.append(Issue(tid, None, None, f"task_id appears {n} times in tasks.parquet"))
-    for spec in lib.tasks:
-        report.issues.extend(validate_task(lib, spec, decode=decode, check_hash=check_hash))
+    try:
+        for spec in lib.tasks:
+            report.issues.extend(validate_task(lib, spec, decode=decode, check_hash=check_hash))
+    except storage.StorageUnavailableError as e:  # storage went away mid-way: the issues found so far stay
+        report.library_error = str(e)
     return report
 
 
@@ -179,6 +182,8 @@ def _check_shard(
         return None, [Issue(tid, rel, None, "missing shard file")]
     try:
         table = storage.read_parquet(target)
+    except storage.StorageUnavailableError:
+        raise  # the storage is down, not this shard
     except Exception as e:
         return None, [Issue(tid, rel, None, f"unreadable shard: {e}")]
     problems = shard_issues(spec, table, limit=MAX_ROW_ISSUES_PER_SHARD)

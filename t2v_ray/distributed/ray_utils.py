@@ -9,8 +9,10 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from t2v_ray.data.retry import StorageUnavailableError, call_with_retries, is_transient_error, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ FORWARDED_ENV = (
     "AWS_EC2_METADATA_DISABLED",
     "MLFLOW_S3_ENDPOINT_URL",
     "TORCH_HOME",
+    "T2V_S3_PATIENCE_S",  # t2v_ray.data.retry.PATIENCE_ENV: how long workers wait out an S3 outage
 )
 
 
@@ -69,6 +72,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address=address or None, log_to_driver=True)
         return False
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    from t2v_ray.distributed.reaper import start_reaper
+
+    start_reaper()  # a driver killed with -9 must not leave Ray's agents running
     return True
 
 
@@ -117,6 +123,21 @@ class Completed:
     error: BaseException | None = None
 
 
+class PoolExhausted(RuntimeError):
+    """Every actor of a :class:`DynamicPool` died for good (out of restarts) while items remained.
+
+    Attributes:
+        remaining: the items never run, in queue order.
+        last_failure: the last actor failure seen.
+    """
+
+    def __init__(self, n_actors: int, remaining: list[Any], last_failure: BaseException | None) -> None:
+        super().__init__(
+            f"all {n_actors} actors died; {len(remaining)} items not run; last failure: {last_failure}"
+        )
+        self.remaining, self.last_failure = remaining, last_failure
+
+
 class DynamicPool:
     """Spread items over actors as they free up (one call in flight per actor), tolerating actor deaths.
 
@@ -130,6 +151,8 @@ class DynamicPool:
         submit: ``submit(actor, item) -> ObjectRef`` of the work call.
         on_ready: ``on_ready(slot, info)`` when an actor (re)joins; may raise to abort the run.
         poll_seconds: :meth:`run` yields ``None`` at least this often while waiting, for progress/flushing.
+        claim: ``claim(item) -> bool`` right before an item is dispatched (e.g. take its lease); an item it
+            refuses is not run but collected in :attr:`deferred` (another run holds it).
     """
 
     def __init__(
@@ -139,11 +162,14 @@ class DynamicPool:
         submit: Callable[[Any, Any], Any],
         on_ready: Callable[[int, Any], None] | None = None,
         poll_seconds: float = 1.0,
+        claim: Callable[[Any], bool] | None = None,
     ):
         self.actors = list(actors)
         self._ready, self._submit = ready, submit
         self._on_ready = on_ready or (lambda slot, info: None)
         self.poll_seconds = poll_seconds
+        self._claim = claim
+        self.deferred: list[Any] = []
         self.idle: deque[int] = deque()
         self.dead: set[int] = set()
         self.last_failure: BaseException | None = None
@@ -172,7 +198,7 @@ class DynamicPool:
         """Run every item once; yields each :class:`Completed`, or ``None`` on a quiet poll interval.
 
         Raises:
-            RuntimeError: every actor died for good while items remained.
+            PoolExhausted: every actor died for good while items remained (``remaining`` lists them).
         """
         import ray
 
@@ -180,9 +206,7 @@ class DynamicPool:
         while queue or self._work:
             self._fill(queue)
             if queue and not self._work and not self._probes:
-                raise RuntimeError(
-                    f"all {len(self.actors)} actors died; {len(queue)} items not run; last failure: {self.last_failure}"
-                )
+                raise PoolExhausted(len(self.actors), list(queue), self.last_failure)
             refs = list(self._work) + list(self._probes)
             done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_seconds)
             if not done:
@@ -197,7 +221,11 @@ class DynamicPool:
 
     def _fill(self, queue: deque) -> None:
         while self.idle and queue:
-            slot, item = self.idle.popleft(), queue.popleft()
+            item = queue.popleft()
+            if self._claim is not None and not self._claim(item):
+                self.deferred.append(item)
+                continue
+            slot = self.idle.popleft()
             self._work[self._submit(self.actors[slot], item)] = (slot, item)
 
     def _settle_probe(self, ref: Any) -> None:
@@ -233,38 +261,32 @@ class DynamicPool:
         return Completed(item, slot, value=value)
 
 
-def is_transient_io_error(err: BaseException) -> bool:
-    """True for storage errors worth retrying (network, S3 throttling), False for missing or corrupt data."""
-    for e in (err, err.__cause__):
-        if isinstance(e, OSError) and not isinstance(
-            e, FileNotFoundError | PermissionError | IsADirectoryError
-        ):
-            return True
-    return False
+def retry_io(
+    fn: Callable[[], Any], what: str, attempts: int | None = None, backoff_seconds: float | None = None
+) -> Any:
+    """Call ``fn``, retrying transient storage errors with the storage layer's policy.
 
+    That policy (:func:`t2v_ray.data.retry.retry_policy`: exponential backoff, a total patience from
+    ``T2V_S3_PATIENCE_S``) already applies to every storage call ``fn`` makes; this adds retries for
+    sequences of calls. Errors that already waited out the patience are not retried again.
 
-def retry_io(fn: Callable[[], Any], what: str, attempts: int, backoff_seconds: float) -> Any:
-    """Call ``fn``, retrying transient storage errors with exponential backoff.
+    Args:
+        fn: the operation.
+        what: what it does, for messages.
+        attempts: at most this many attempts (within the patience); None: the patience alone decides.
+        backoff_seconds: first retry delay instead of the policy's; doubles every attempt.
 
     Raises:
-        TransientIOError: still failing after ``attempts`` tries (the message says what and how often).
+        TransientIOError: still failing after ``attempts`` tries or the patience (the message says what and how
+            often).
         Exception: any non-transient error, unchanged, on first occurrence.
     """
-    import time
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as err:
-            if not is_transient_io_error(err):
-                raise
-            if attempt == attempts:
-                raise TransientIOError(f"{what}: storage error after {attempts} attempts: {err}") from err
-            delay = backoff_seconds * 2 ** (attempt - 1)
-            log.warning("%s: %s; retrying in %.1f s (%d/%d)", what, err, delay, attempt, attempts)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    policy = replace(retry_policy(), max_attempts=attempts)
+    if backoff_seconds is not None:
+        policy = replace(policy, first_delay_s=backoff_seconds)
+    return call_with_retries(fn, what, policy)
 
 
-class TransientIOError(RuntimeError):
-    """Storage kept failing with errors that looked transient; raised by :func:`retry_io`."""
+# One home for the storage retry policy (t2v_ray.data.retry); the old names stay for callers of this module.
+TransientIOError = StorageUnavailableError
+is_transient_io_error = is_transient_error

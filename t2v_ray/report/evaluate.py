@@ -161,20 +161,25 @@ def _selector_scores(
     alpha: float,
     model2vec: bool,
     model2vec_opts: dict[str, Any],
+    includes_prior: bool = False,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
-    """Score matrices of the embedding-based selectors, the alpha-sweep picks and its per-task alpha."""
+    """Score matrices of the embedding-based selectors, the alpha-sweep picks and its per-task alpha.
+
+    ``includes_prior``: the embeddings come from the variational estimator (they hold t0 already).
+    """
+    prior = {"includes_prior": includes_prior}
     scores: dict[str, np.ndarray] = {}
     sweep, chosen = None, np.array([])
     # Without a single expert whose source task is embedded, d_sym/d_asym have nothing to compare to.
     if np.isfinite(experts_emb).all(axis=1).any():
         scores[TASK2VEC] = sel.symmetric_scores(vectors, experts_emb)
-        scores[ASYM] = sel.asymmetric_scores(vectors, experts_emb, t0, alpha)
+        scores[ASYM] = sel.asymmetric_scores(vectors, experts_emb, t0, alpha, **prior)
         if len(vectors) >= 2:
-            sweep, chosen = sel.sweep_alpha(vectors, experts_emb, t0, errors, mask)
+            sweep, chosen = sel.sweep_alpha(vectors, experts_emb, t0, errors, mask, **prior)
     if model2vec and len(vectors) >= 3:
         with fit_threads(errors.size * vectors.shape[1]):
             scores[MODEL2VEC] = sel.loo_model2vec(
-                vectors, errors, experts_emb, t0, alpha, allowed=mask, **model2vec_opts
+                vectors, errors, experts_emb, t0, alpha, allowed=mask, **prior, **model2vec_opts
             )
     return scores, sweep, chosen
 
@@ -190,11 +195,11 @@ def _transfer_scores(grid: pd.DataFrame, task_ids: list[str], expert_ids: list[s
     return out
 
 
-def _alpha_curve(vectors, experts_emb, t0, errors, mask) -> pd.DataFrame:
+def _alpha_curve(vectors, experts_emb, t0, errors, mask, includes_prior: bool = False) -> pd.DataFrame:
     opt = errors[np.arange(len(errors)), sel.oracle_picks(errors, mask)]
     rows = []
     for a in sel.DEFAULT_ALPHAS:
-        p = sel.pick_lowest(sel.asymmetric_scores(vectors, experts_emb, t0, float(a)), mask)
+        p = sel.pick_lowest(sel.asymmetric_scores(vectors, experts_emb, t0, float(a), includes_prior), mask)
         rows.append(
             {"alpha": float(a), "rel_increase": errors[np.arange(len(errors)), p].mean() / opt.mean() - 1}
         )
@@ -225,6 +230,27 @@ def _ground_truth(
     return [t for t, keep in zip(task_ids, ok, strict=True) if keep], errors[ok], mask[ok]
 
 
+def _test_counts(grid: pd.DataFrame, task_ids: list[str], expert_ids: list[str], mask: np.ndarray):
+    """(n, k) test images behind each allowed grid cell, or None when the grid does not record them (then
+    the bootstrap resamples tasks only).
+
+    Raises:
+        ValueError: naming the first (task, expert) cell whose count is missing or below 1.
+    """
+    if "n_test" not in grid.columns or grid["n_test"].isna().all():
+        log.warning("the grid has no n_test column: Table 1's intervals resample tasks only, not test images")
+        return None
+    counts = grid_matrix(grid, task_ids, expert_ids, "n_test")
+    bad = mask & ~(np.isfinite(counts) & (counts >= 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"grid row (expert {expert_ids[j]!r}, task {task_ids[i]!r}): n_test = {counts[i, j]}; every "
+            "grid row needs the size of its test set (rerun the grid for that pair)"
+        )
+    return counts
+
+
 def _generic_index(experts: pd.DataFrame, mask: np.ndarray) -> int | None:
     """Column of the generic expert; None without one, or when it lacks grid cells (it could not serve all)."""
     generic = [j for j, g in enumerate(experts["is_generic"]) if g]
@@ -253,6 +279,8 @@ def evaluate_selection(
 ) -> tuple[pd.DataFrame, SelectionDetails]:
     """Table 1 for the stored results, with bootstrap intervals, and the per-task picks behind it.
 
+    The intervals resample tasks and each grid cell's test images (binomial, from the grid's ``n_test``).
+
     Tasks are those both embedded and in the grid; experts those in the grid. Selectors: Optimal, Chance,
     Generic (when ``experts.parquet`` marks one), Task2Vec (d_sym to the expert's source task), Asymmetric
     Task2Vec (d_asym at ``alpha``, and with alpha chosen on held-in tasks), MODEL2VEC (leave-one-out) and the
@@ -272,20 +300,29 @@ def evaluate_selection(
     experts_emb = expert_embeddings(sources, emb)
     generic = _generic_index(experts, mask)
     picks = {GENERIC: sel.generic_picks(len(task_ids), generic)} if generic is not None else {}
+    includes_prior = emb.method == "variational"  # its embeddings are (β/2N)Λ ≈ F + t0
     scores, sweep, chosen = _selector_scores(
-        vectors, experts_emb, emb.trivial, errors, mask, alpha, model2vec, dict(model2vec_opts or {})
-    )
+        vectors, experts_emb, emb.trivial, errors, mask, alpha, model2vec, dict(model2vec_opts or {}),
+        includes_prior,
+    )  # fmt: skip
     transfer = _transfer_scores(grid, task_ids, expert_ids)
     if sweep is not None:
         picks[ASYM_SWEEP] = sweep
     table = sel.evaluate_selectors(
-        errors, mask, picks=picks, scores=scores, transfer_scores=transfer, n_boot=n_boot, seed=seed
+        errors,
+        mask,
+        picks=picks,
+        scores=scores,
+        transfer_scores=transfer,
+        n_test=_test_counts(grid, task_ids, expert_ids, mask),
+        n_boot=n_boot,
+        seed=seed,
     )
     all_scores = {**scores, **{k: -v for k, v in transfer.items()}}
     all_picks = {OPTIMAL: sel.oracle_picks(errors, mask), **picks}
     all_picks.update({k: sel.pick_lowest(s, mask) for k, s in all_scores.items()})
     curve = (
-        _alpha_curve(vectors, experts_emb, emb.trivial, errors, mask)
+        _alpha_curve(vectors, experts_emb, emb.trivial, errors, mask, includes_prior)
         if TASK2VEC in scores
         else pd.DataFrame()
     )

@@ -2,7 +2,8 @@
 
 The CSV keeps the raw numbers of ``core.selection.evaluate_selectors`` (fractions, not percent). The Markdown
 reads like the paper's Table 1: the Optimal row gives the mean error, every other row the relative error
-increase over optimal, mean(e_sel) / mean(e_opt) - 1, with its bootstrap 95% interval over tasks.
+increase over optimal, mean(e_sel) / mean(e_opt) - 1, with its bootstrap 95% interval over tasks and test
+images; the mean error carries its bootstrap standard error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 CSV_COLUMNS = [
     "selector",
     "mean_error",
+    "mean_error_se",
     "rel_increase",
     "rel_increase_lo",
     "rel_increase_hi",
@@ -44,6 +46,12 @@ def _num(x: float, fmt: str) -> str:
     return "–" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
+def _mean_error(r: dict) -> str:
+    se = r.get("mean_error_se")
+    text = _pct(r["mean_error"], signed=False)
+    return text if se is None or not math.isfinite(se) else f"{text} ± {100 * se:.2f}"
+
+
 def format_rows(table: pd.DataFrame) -> list[list[str]]:
     """Display strings per selector, in the order of ``HEADERS`` (shared by Markdown and the rich console table)."""
     rows = []
@@ -57,7 +65,7 @@ def format_rows(table: pd.DataFrame) -> list[list[str]]:
         rows.append(
             [
                 str(r["selector"]),
-                _pct(r["mean_error"], signed=False),
+                _mean_error(r),
                 rel,
                 "–" if optimal else _pct(r["mean_rel_increase"]),
                 _num(100 * r["regret"], ".2f"),

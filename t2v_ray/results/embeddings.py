@@ -8,7 +8,7 @@ embed (``embeddings.parquet.parts/``): rows an embed has finished are never miss
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,12 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field("cpu_seconds", pa.float64()),
         pa.field("worker", pa.string()),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("n_bad_rows", pa.int64()),  # undecodable rows dropped under bad_rows=skip
     ]
 )
-EMBEDDING_KEY = ("task_id",)
 CACHE_KEY = ("probe_hash", "config_hash", "data_hash")
+# Runs with different probes, configs or data coexist in one output: a row is one task under one of them.
+EMBEDDING_KEY = ("task_id", *CACHE_KEY)
 
 
 def embedding_store(out_uri: str, flush_rows: int = 8, flush_seconds: float = 20.0) -> ResultStore:
@@ -77,11 +79,9 @@ def embeddings_fingerprint(file_uri: str) -> str:
     return ResultStore.at(file_uri, EMBEDDING_SCHEMA, EMBEDDING_KEY).fingerprint()
 
 
-def is_cached(row: Mapping[str, Any] | None, key: Mapping[str, str]) -> bool:
-    """True when ``row`` is ``ok`` and was computed with the same probe, config and data hashes."""
-    if row is None or row.get("status") != STATUS_OK:
-        return False
-    return all(row.get(k) == key[k] for k in CACHE_KEY)
+def is_cached(rows: Iterable[Mapping[str, Any]], key: Mapping[str, str]) -> bool:
+    """True when one of a task's ``rows`` is ``ok`` and was computed with the same probe, config and data hashes."""
+    return any(r.get("status") == STATUS_OK and all(r.get(k) == key[k] for k in CACHE_KEY) for r in rows)
 
 
 def embedding_row(task_id: str, emb: Any) -> dict[str, Any]:
@@ -150,14 +150,20 @@ def _stack(values: pd.Series) -> np.ndarray:
 
 
 def _choose_run(ok: pd.DataFrame) -> pd.DataFrame:
-    """Keep the (probe, method, config_hash) group covering most tasks: embeddings of different runs never mix."""
-    keys = [k for k in ("probe", "method", "config_hash") if k in ok.columns]
-    if not keys:
-        return ok
-    sizes = ok.groupby(keys, dropna=False)["task_id"].nunique().sort_values(ascending=False, kind="stable")
-    if len(sizes) > 1:
-        log.warning("embeddings hold %d runs %s; using %s", len(sizes), keys, sizes.index[0])
-    best = sizes.index[0] if len(keys) > 1 else (sizes.index[0],)
+    """Rows of one (probe, method, config_hash) group: the most complete one (most tasks), the newest of those
+    (latest ``finished_at``); embeddings of different configs never mix. Says which when there was a choice."""
+    keys = ["probe", "method", "config_hash"]
+    groups = ok.groupby(keys, dropna=False, sort=False)
+    stats = pd.DataFrame({"tasks": groups["task_id"].nunique(), "newest": groups["finished_at"].max()})
+    stats = stats.sort_values(["tasks", "newest"], ascending=False, kind="stable", na_position="last")
+    best = stats.index[0]
+    if len(stats) > 1:
+        log.warning(
+            "embeddings hold %d runs; using %s (%d tasks, newest of the most complete)",
+            len(stats),
+            ", ".join(f"{k}={v}" for k, v in zip(keys, best, strict=True)),
+            stats["tasks"].iloc[0],
+        )
     # A column a file did not have is null after conform(): null matches null.
     mask = np.logical_and.reduce(
         [(ok[k] == v) | (ok[k].isna() & pd.isna(v)) for k, v in zip(keys, best, strict=True)]
@@ -176,6 +182,8 @@ def load_embeddings(
             ok = ok[ok[key] == value]
     if ok.empty:
         raise ValueError(f"{uri}: no embeddings with status 'ok' (filters probe={probe}, method={method})")
+    # One row per task: the newest (e.g. after the task's data changed); rows without a time count as oldest.
+    ok = ok.sort_values("finished_at", kind="stable", na_position="first")
     ok = _choose_run(ok).drop_duplicates("task_id", keep="last").sort_values("task_id")
     vectors = _stack(ok["embedding"])
     if "trivial" in ok.columns and ok["trivial"].notna().all():

@@ -8,6 +8,7 @@ driver (:func:`collect_grid`) and read by the select stage (:func:`load_grid`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from t2v_ray.results.store import STATUS_OK, rows_to_table
 
 GRID_SCHEMA_FIELDS = [
     ("expert_id", "string"), ("task_id", "string"), ("probe", "string"), ("test_error", "float64"),
-    ("train_error", "float64"), ("epochs", "int64"), ("seconds", "float64"), ("status", "string"),
+    ("test_error_se", "float64"), ("train_error", "float64"), ("epochs", "int64"), ("seconds", "float64"), ("status", "string"),
     ("error", "string"), ("logme", "float64"), ("leep", "float64"), ("nce", "float64"), ("h_score", "float64"),
     ("is_source", "bool_"), ("n_train", "int64"), ("n_test", "int64"), ("n_classes", "int64"),
     ("feature_dim", "int64"), ("features_cached", "bool_"), ("extract_seconds", "float64"),
@@ -74,8 +75,18 @@ def collect_grid(out_uri: str, pairs: Sequence[tuple[str, str]]) -> Any:
     """``grid.parquet`` content: exactly one row per pair, in plan order; a pair without a record is ``missing``."""
     found = read_pairs(out_uri, pairs)
     missing = {"status": "missing", "error": "no result recorded (run the grid again to compute it)"}
-    rows = [found.get(p) or {"expert_id": p[0], "task_id": p[1], **missing} for p in pairs]
+    rows = [_with_se(found.get(p)) or {"expert_id": p[0], "task_id": p[1], **missing} for p in pairs]
     return rows_to_table(rows, grid_schema())
+
+
+def _with_se(row: dict | None) -> dict | None:
+    """``row`` with ``test_error_se`` filled in from ``test_error`` and ``n_test`` (records written before the
+    column existed)."""
+    if row is None or row.get("test_error_se") is not None or row.get("n_test") is None:
+        return row
+    from t2v_ray.core.selection import binomial_se
+
+    return {**row, "test_error_se": float(binomial_se(row.get("test_error", math.nan), row["n_test"]))}
 
 
 def load_grid(uri: str) -> pd.DataFrame:

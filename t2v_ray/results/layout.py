@@ -10,6 +10,7 @@ Layout of a results root (a folder, ``file://`` or ``s3://`` prefix); the select
     <results>/embed_config.yaml    the resolved embed config (probe, weights, input size, EmbedConfig), read by
                                    ``t2v select rank``; its ``library`` is the fallback library URI
     <results>/embeddings.parquet.parts/  part files of a running (or interrupted) embed, merged by every reader
+    <results>/embeddings.parquet.leases/ one lease per task being computed (concurrent runs share the work)
     <results>/embed_summary.json   counts and timings of the last embed run
     <results>/experts/<id>/        expert weights (``weights.pt``) and record (``expert.json``)
     <results>/features/<expert>/<task hash>.npz   the grid's cached expert features
@@ -30,6 +31,7 @@ LIBRARY_DIR = "library"  # under a pipeline's storage root: the library it built
 RESULTS_DIR = "results"  # ...and the results root of every stage
 EMBEDDINGS_FILE = "embeddings.parquet"
 PARTS_SUFFIX = ".parts"
+LEASES_SUFFIX = ".leases"  # <results>/embeddings.parquet.leases/: which run is computing which task
 EMBED_CONFIG_FILE = "embed_config.yaml"
 EMBED_SUMMARY_FILE = "embed_summary.json"
 GRID_FILE = "grid.parquet"

@@ -37,14 +37,21 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def latest_per_key(tables: Sequence[pa.Table], key: Sequence[str]) -> pa.Table:
-    """Concatenate ``tables`` (oldest first) and keep the newest row of each key, in their stored order."""
+def latest_per_key(tables: Sequence[pa.Table], key: Sequence[str], keep_ok: bool = False) -> pa.Table:
+    """Concatenate ``tables`` (oldest first) and keep the newest row of each key, in their stored order.
+
+    With ``keep_ok``, an ``error`` row never replaces an ``ok`` row of the same key (a failed retry of a task
+    that already has a good result must not lose it).
+    """
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         return table
     keys = list(zip(*(table.column(k).to_pylist() for k in key), strict=True))
+    ok = [s == STATUS_OK for s in table.column("status").to_pylist()] if keep_ok else [False] * len(keys)
     last: dict[tuple, int] = {}
     for i, k in enumerate(keys):
+        if keep_ok and not ok[i] and k in last and ok[last[k]]:
+            continue
         last[k] = i
     order = sorted(last.values())
     return table.take(pa.array(order, pa.int64()))
@@ -57,7 +64,8 @@ class ResultStore:
         out_uri: output folder or prefix.
         name: compacted file name, e.g. ``embeddings.parquet``.
         schema: columns of every row; rows missing a column get null.
-        key: columns identifying a row; newer rows replace older ones with the same key.
+        key: columns identifying a row; newer rows replace older ones with the same key, except that an
+            ``error`` row never replaces an ``ok`` one (when the schema has a ``status`` column).
         flush_rows: write a part file once this many rows are buffered.
         flush_seconds: ...or once the oldest buffered row is this old (checked on :meth:`add` and :meth:`tick`).
     """
@@ -95,7 +103,7 @@ class ResultStore:
             tables.append(conform(storage.read_parquet(self.main_uri), self.schema))
         for name in self.part_names():
             tables.append(conform(storage.read_parquet(storage.join(self.parts_uri, name)), self.schema))
-        return latest_per_key(tables, self.key)
+        return latest_per_key(tables, self.key, keep_ok="status" in self.schema.names)
 
     @classmethod
     def at(cls, file_uri: str, schema: pa.Schema, key: Sequence[str]) -> ResultStore:

@@ -15,9 +15,9 @@ import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
-from t2v_ray.config import Uri, Weights, absolute_uri
+from t2v_ray.config import Uri, Weights, absolute_uri, check_ranges, ranged
 from t2v_ray.core.settings import EmbedConfig
 from t2v_ray.track.settings import TrackingSettings
 
@@ -50,29 +50,37 @@ class EmbedJobConfig:
         local_cpus: CPUs of a new local Ray instance; None = all cores.
         actor_start_timeout: seconds to wait for the first actor (a cluster may need to scale up).
         progress: show a progress bar.
+        bad_rows: ``skip`` drops a task's undecodable images while they are at most ``max_bad_fraction`` of its
+            rows (the count is stored as ``n_bad_rows``); ``fail`` makes any undecodable image the task's error.
+        max_bad_fraction: see ``bad_rows``.
+        lease_seconds: a task's lease (``<out>/embeddings.parquet.leases/``) lasts this long unless renewed;
+            concurrent runs into one output skip tasks another live run holds, and take over stale leases.
     """
 
     library: Uri = ""
     probe: str = "efficientnet_lite0"
     weights: Weights | None = "default"
-    input_size: int | None = None
+    input_size: int | None = ranged(None, 8, 4096)
     out: Uri = ""
     tasks: str = ""
-    actors: int = 2
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    actors: int = ranged(2, 1)
+    cpus_per_actor: float = ranged(1.0, 0.01)
+    gpus_per_actor: float = ranged(0.0, 0.0)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
-    max_restarts: int = 3
-    max_task_retries: int = 2
-    io_retries: int = 4
-    io_backoff_seconds: float = 0.5
-    flush_rows: int = 1
-    flush_seconds: float = 20.0
+    max_restarts: int = ranged(3, 0)
+    max_task_retries: int = ranged(2, 0)
+    io_retries: int = ranged(4, 1)
+    io_backoff_seconds: float = ranged(0.5, 0.0)
+    flush_rows: int = ranged(1, 1)
+    flush_seconds: float = ranged(20.0, 0.0)
     address: str | None = None
-    local_cpus: int | None = None
-    actor_start_timeout: float = 900.0
+    local_cpus: int | None = ranged(None, 1)
+    actor_start_timeout: float = ranged(900.0, 1.0)
     progress: bool = True
+    bad_rows: Literal["skip", "fail"] = "skip"
+    max_bad_fraction: float = ranged(0.01, 0.0, 1.0)
+    lease_seconds: float = ranged(600.0, 5.0)
 
     def validate(self) -> EmbedJobConfig:
         """Checked copy with local paths made absolute (workers do not share the driver's cwd).
@@ -82,6 +90,7 @@ class EmbedJobConfig:
         """
         if not self.library or not self.out:
             raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
+        check_ranges(self, "embed job")
         if self.actors < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise ValueError("need actors >= 1, cpus_per_actor > 0 and gpus_per_actor >= 0")
         if self.io_retries < 1:
@@ -117,6 +126,9 @@ class EmbedSummary:
     embed_seconds: list[float] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     actor_restarts: int = 0
+    aborted: str | None = None  # why the run stopped early (e.g. out of actor restarts); None = it did not
+    bad_rows: int = 0  # undecodable rows dropped under bad_rows=skip, over the tasks this run computed
+    shared: int = 0  # tasks another run into the same output computed while this one ran (counted in skipped)
     probe_hash: str = ""
     config_hash: str = ""
     parent_run_id: str | None = None
@@ -160,6 +172,7 @@ class EmbedSummary:
             ("per task (mean)", f"{self.mean_task_seconds:.2f} s"),
             ("tasks / minute", f"{self.tasks_per_minute:.1f}"),
             ("actor restarts", self.actor_restarts),
+            ("bad rows skipped", self.bad_rows),
         ]
         for name, value in rows:
             table.add_row(name, str(value))
@@ -208,7 +221,11 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
     if not selected:
         raise ValueError(f"no task of {cfg.library} matches {cfg.tasks!r}")
     store = embedding_store(cfg.out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
-    existing = {k[0]: row for k, row in store.read_rows().items()}
+    existing: dict[
+        str, list[dict]
+    ] = {}  # task_id -> its rows under every (probe, config, data) of this output
+    for row in store.read_rows().values():
+        existing.setdefault(row["task_id"], []).append(row)
     run = Driver(cfg, store, specs, t_start)
     try:
         return run.execute(selected, existing, callback)
@@ -217,5 +234,8 @@ def run_embed(cfg: EmbedJobConfig, callback: Callable[[Progress], None] | None =
 
 
 def exit_code(summary: EmbedSummary, strict: bool) -> int:
-    """0 when the run finished; 2 when ``strict`` and some task ended in ``error``."""
+    """0 when the run finished; 1 when it stopped early (out of actor restarts); 2 when ``strict`` and some
+    task ended in ``error``."""
+    if summary.aborted:
+        return 1
     return 2 if strict and summary.error else 0

@@ -5,23 +5,47 @@ Ray is imported inside the methods that need it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from t2v_ray.config import config_hash, to_dict
+from t2v_ray.data.leases import LeaseBook
 from t2v_ray.results.embeddings import error_row, is_cached
-from t2v_ray.results.layout import EMBED_CONFIG_FILE, EMBED_SUMMARY_FILE
+from t2v_ray.results.layout import EMBED_CONFIG_FILE, EMBED_SUMMARY_FILE, LEASES_SUFFIX
 from t2v_ray.results.store import STATUS_OK, ResultStore
 from t2v_ray.stages.embed import EmbedJobConfig, EmbedSummary, HashedSettings, Progress
 from t2v_ray.stages.embed_worker import EmbedWorker, probe_identity, worker_threads
 from t2v_ray.track import stage_tracker
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``ray job stop``, Kubernetes, ``kill``) behaves like Ctrl-C inside the block: dispatching stops,
+    finished rows are flushed, the MLflow parent run ends KILLED and the actors are stopped, instead of the
+    process dying mid-write. Only the main thread can install signal handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Driver:
@@ -36,17 +60,23 @@ class Driver:
         self.resolved = cfg
         self.tracker: Any = None
         self.started_ray = False
+        self._unflushed: list[tuple[str, bool]] = []  # (task, ok) recorded but not yet in a part file
+        self.leases = LeaseBook(store.main_uri + LEASES_SUFFIX, cfg.lease_seconds)
         self._mlflow_failed = False
 
     # ------------------------------------------------------------------------------------ lifecycle
     def execute(self, selected: list[str], existing: dict, callback) -> EmbedSummary:
-        if all(self._data_unchanged(existing.get(t), t) for t in selected):
+        if all(self._data_unchanged(existing.get(t, []), t) for t in selected):
             # Probably a rerun of a finished job: hash the probe here rather than start actors for nothing.
             self._set_key(*probe_identity(self.cfg))
         todo = self._todo(selected, existing)
         pool = self._start_pool() if todo else None
         self.tracker = stage_tracker(self.cfg.tracking, self.cfg.library, "embed")  # while the actors start
-        with self.tracker.parent_run(self._run_name(), tags=self._tags()) as parent_id:
+        # After ray.init, which installs Ray's own SIGTERM handler (it aborts the process).
+        with (
+            sigterm_as_interrupt(),
+            self.tracker.parent_run(self._run_name(), tags=self._tags()) as parent_id,
+        ):
             self.summary.parent_run_id = parent_id
             if pool is not None:
                 pool.wait_ready(self.cfg.actor_start_timeout)
@@ -72,6 +102,10 @@ class Driver:
             self.store.flush()  # e.g. after Ctrl-C: finished tasks are not recomputed by the next run
         except Exception as err:
             log.warning("could not save buffered results: %s", err)
+        try:
+            self.leases.release_all()  # tasks in flight when we stop are free for the next run at once
+        except Exception as err:
+            log.warning("could not release leases: %s", err)
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
@@ -89,6 +123,7 @@ class Driver:
             ready=lambda a: a.describe.remote(),
             submit=lambda a, tid: a.embed.remote(tid),
             on_ready=self._on_ready,
+            claim=lambda tid: self.leases.claim(self._lease_item(tid)),
         )
 
     def _start_actors(self) -> list[Any]:
@@ -127,18 +162,25 @@ class Driver:
         }
         self.summary.probe_hash, self.summary.config_hash = probe_hash, self.key["config_hash"]
 
+    def _lease_item(self, task_id: str) -> str:
+        """A task under this run's (probe, config, data): runs with other configs never wait for each other."""
+        import hashlib
+
+        key = self._key(task_id)
+        digest = hashlib.sha256("|".join(str(key.get(k)) for k in sorted(key)).encode()).hexdigest()[:12]
+        return f"{task_id}-{digest}"
+
     def _key(self, task_id: str) -> dict[str, str]:
         return {**self.key, "data_hash": self.specs[task_id].content_hash}
 
-    def _data_unchanged(self, row: dict | None, task_id: str) -> bool:
-        return (
-            bool(row) and row["status"] == STATUS_OK and row["data_hash"] == self.specs[task_id].content_hash
-        )
+    def _data_unchanged(self, rows: list[dict], task_id: str) -> bool:
+        data_hash = self.specs[task_id].content_hash
+        return any(r["status"] == STATUS_OK and r["data_hash"] == data_hash for r in rows)
 
     def _todo(self, selected: list[str], existing: dict) -> list[str]:
         if not self.key:
             return list(selected)
-        return [t for t in selected if not is_cached(existing.get(t), self._key(t))]
+        return [t for t in selected if not is_cached(existing.get(t, []), self._key(t))]
 
     def _note_pid(self, slot: int, pid: int) -> None:
         # Ray restarts a killed actor and retries its call transparently: a new pid is how the driver sees it.
@@ -148,21 +190,75 @@ class Driver:
 
     # ------------------------------------------------------------------------------------ main loop
     def _loop(self, pool: Any, todo: list[str], callback) -> None:
+        from t2v_ray.distributed.ray_utils import PoolExhausted
+
+        try:
+            self._dispatch(pool, todo, callback)
+        except PoolExhausted as err:
+            # Out of actor restarts: the remaining tasks get rows saying so, and the summary is still written.
+            reason = (
+                f"not run: actor pool exhausted after {self.cfg.max_restarts} restarts per actor "
+                f"(last failure: {_first_line(err.last_failure)})"
+            )
+            self.summary.aborted = f"{len(err.remaining)} of {len(todo)} tasks {reason}"
+            for tid in err.remaining:
+                self._record_row(tid, error_row(tid, f"task {tid!r}: {reason}"))
+
+    def _dispatch(self, pool: Any, todo: list[str], callback) -> None:
+        """Run ``todo`` on the pool; tasks leased by another live run wait, and are dropped once it stores them."""
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="embed", unit="task", disable=not self.cfg.progress, mininterval=1.0)
-        done = 0
         with bar:
-            for event in pool.run(todo):
-                if event is not None:
-                    self._record(event)
-                    done += 1
-                    bar.update(1)
-                    bar.set_postfix(ok=self.summary.ok, error=self.summary.error, refresh=False)
-                self.store.tick()
-                if callback is not None:
-                    flight = {tid: self.pids.get(slot, -1) for slot, tid in pool.in_flight.items()}
-                    callback(Progress(done, len(todo), flight))
+            pending, done = list(todo), 0
+            while pending:
+                pool.deferred = []
+                done = self._run_round(pool, pending, callback, bar, done, len(todo))
+                pending = self._still_needed(pool.deferred)
+                bar.update(len(pool.deferred) - len(pending))
+                if pending:
+                    time.sleep(min(5.0, self.cfg.lease_seconds / 4))
+
+    def _still_needed(self, deferred: list[str]) -> list[str]:
+        """Deferred tasks that no other run has stored an ok row for yet."""
+        if not deferred:
+            return []
+        rows: dict[str, list[dict]] = {}
+        for row in self.store.read_rows().values():
+            rows.setdefault(row["task_id"], []).append(row)
+        left = [t for t in deferred if not is_cached(rows.get(t, []), self._key(t))]
+        self.summary.shared += len(deferred) - len(left)
+        self.summary.skipped += len(deferred) - len(left)
+        return left
+
+    def _run_round(self, pool: Any, todo: list[str], callback, bar: Any, done: int, total: int) -> int:
+        renewed = time.monotonic()
+        for event in pool.run(todo):
+            if event is not None:
+                self._record(event)
+                done += 1
+                bar.update(1)
+                bar.set_postfix(ok=self.summary.ok, error=self.summary.error, refresh=False)
+            if self.store.tick():
+                self._release_stored()
+            if callback is not None:
+                flight = {tid: self.pids.get(slot, -1) for slot, tid in pool.in_flight.items()}
+                callback(Progress(done, total, flight))
+            if time.monotonic() - renewed > self.cfg.lease_seconds / 3:
+                self.leases.renew()
+                renewed = time.monotonic()
+        self.store.flush()
+        self._release_stored()
+        return done
+
+    def _release_stored(self) -> None:
+        """Leases of tasks whose rows are now in a part file: another run will find the row, not a free task."""
+        for tid, ok in self._unflushed:
+            if ok:
+                self.leases.finish(self._lease_item(tid))
+            else:
+                self.leases.release(self._lease_item(tid))  # an error row: another run may retry it at once
+        self._unflushed = []
 
     def _record(self, event: Any) -> None:
         tid = event.item
@@ -171,13 +267,19 @@ class Driver:
         else:
             row = event.value
             self._note_pid(event.slot, int(row["worker"].rsplit(":", 1)[1]))
+        self._record_row(tid, row)
+
+    def _record_row(self, tid: str, row: dict) -> None:
         row.update(self._key(tid), probe=self.cfg.probe, method=self.cfg.embed.method)
-        self.store.add(row)
+        self._unflushed.append((tid, row["status"] == STATUS_OK))
+        if self.store.add(row):
+            self._release_stored()
         if row["status"] == STATUS_OK:
             self.summary.ok += 1
         else:
             self.summary.error += 1
             self.summary.errors.append((tid, row["error"]))
+        self.summary.bad_rows += int(row.get("n_bad_rows") or 0)
         if row.get("seconds") is not None:
             self.summary.task_seconds.append(float(row["seconds"]))
         if row.get("embed_seconds") is not None:  # Task2Vec.embed alone; not a stored column
@@ -254,3 +356,8 @@ def log_embedding_run(
         artifacts = {"error.txt": row.get("error") or ""}
     name = f"embed:{row['task_id']}"
     return tracker.log_child(parent_id, name, params, metrics, {**tags, "status": row["status"]}, artifacts)
+
+
+def _first_line(err: BaseException | None) -> str:
+    text = str(err).strip() if err is not None else ""
+    return text.splitlines()[0][:300] if text else "unknown"

@@ -110,13 +110,18 @@ class EmbedWorker:
 
     def _embed(self, task_id: str) -> dict[str, Any]:
         from t2v_ray.data.dataset import TaskDataset
+        from t2v_ray.data.screening import screen_rows
         from t2v_ray.distributed.ray_utils import retry_io
 
         cfg = self.cfg
-        read = lambda: self.library.read_task(task_id, split="train")  # noqa: E731
+        read = lambda: self.library.read_task(task_id, split="train", origin=True)  # noqa: E731
         table = retry_io(read, f"reading task {task_id!r}", cfg.io_retries, cfg.io_backoff_seconds)
-        emb = self.t2v.embed(TaskDataset(table, self.probe.transform, split="train"))
-        return {**embedding_row(task_id, emb), "embed_seconds": emb.meta["seconds"]}
+        screened = screen_rows(task_id, table, cfg.bad_rows, cfg.max_bad_fraction)
+        for line in screened.bad:
+            log.warning("skipped %s", line)
+        emb = self.t2v.embed(TaskDataset(screened.table, self.probe.transform, split="train"))
+        row = {**embedding_row(task_id, emb), "embed_seconds": emb.meta["seconds"]}
+        return {**row, "n_bad_rows": len(screened.bad)}
 
 
 def describe_error(task_id: str, err: BaseException) -> str:

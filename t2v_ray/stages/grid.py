@@ -138,8 +138,8 @@ def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     extract_seconds = time.perf_counter() - t0
     clf = fit_classifier(pf.train, pf.test, spec.num_classes, ctx.cfg.classifier)
     row = {
-        "test_error": clf.test_error, "train_error": clf.train_error, "epochs": clf.epochs,
-        "n_train": len(pf.train), "n_test": len(pf.test), "n_classes": spec.num_classes,
+        "test_error": clf.test_error, "test_error_se": clf.test_error_se, "train_error": clf.train_error,
+        "epochs": clf.epochs, "n_train": len(pf.train), "n_test": clf.n_test, "n_classes": spec.num_classes,
         "feature_dim": pf.train.dim, "features_cached": cached, "extract_seconds": extract_seconds,
         "head_seconds": clf.seconds, "features_uri": furi, "expert_hash": record.state_hash,
         "task_hash": spec.content_hash, "probe": record.probe, "is_source": task_id in record.source_tasks,

@@ -107,8 +107,9 @@ def _model2vec_scores(vector: np.ndarray, store: StoredExperts, alpha: float) ->
     vectors = store.embeddings.vectors[store.embeddings.rows(store.grid_task_ids)][usable]
     with fit_threads(store.errors[usable].size * vectors.shape[1]):
         model = fit_model2vec(
-            vectors, store.errors[usable], store.expert_task_embs, store.embeddings.trivial, alpha
-        )
+            vectors, store.errors[usable], store.expert_task_embs, store.embeddings.trivial, alpha,
+            includes_prior=store.embeddings.method == "variational",
+        )  # fmt: skip
     return model.scores(vector[None, :])[0]
 
 
@@ -130,7 +131,8 @@ def rank_experts(
             "was it made with another probe?"
         )
     sym = symmetric_scores(v, store.expert_task_embs)[0]
-    asym = asymmetric_scores(v, store.expert_task_embs, store.embeddings.trivial, alpha)[0]
+    variational = store.embeddings.method == "variational"  # its embeddings hold t0 already
+    asym = asymmetric_scores(v, store.expert_task_embs, store.embeddings.trivial, alpha, variational)[0]
     df = pd.DataFrame(
         {
             "expert_id": store.expert_ids,

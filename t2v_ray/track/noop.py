@@ -96,3 +96,7 @@ class NoopTracker:
     ) -> list[Any]:
         """No runs."""
         return []
+
+    def close_stale_runs(self, stage: str, out: str) -> list[str]:
+        """No runs to close."""
+        return []

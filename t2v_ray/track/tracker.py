@@ -12,6 +12,8 @@ processes cannot log into each other's runs. Every path redacts credentials (:mo
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,17 @@ from t2v_ray.track.query import build_filter
 from t2v_ray.track.redact import redact_text
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
+TAG_DRIVER_HOST, TAG_DRIVER_PID = "t2v.driver_host", "t2v.driver_pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class MlflowTracker:
@@ -94,11 +107,32 @@ class MlflowTracker:
             params: Nested params, flattened with dotted keys (e.g. the resolved config).
             tags: Tags (see :func:`run_tags`).
         """
+        tags = {**(tags or {}), TAG_DRIVER_HOST: socket.gethostname(), TAG_DRIVER_PID: str(os.getpid())}
+        if tags.get("stage") and tags.get("out"):
+            self.close_stale_runs(tags["stage"], tags["out"])
         run_id = self.start_run(name, tags)
         with _terminating(self, run_id):
             if params:
                 self.log_params_flat(run_id, params)
             yield run_id
+
+    def close_stale_runs(self, stage: str, out: str) -> list[str]:
+        """Mark FAILED the RUNNING parent runs of ``stage`` into ``out`` whose driver is dead (killed with -9, so
+        it could not end its run); returns their ids. A driver on another host cannot be checked and is left
+        alone, unless the run predates the driver tags."""
+        stale = []
+        for run in self.find_runs(f"tags.stage = '{stage}' and attributes.status = 'RUNNING'"):
+            t = run.data.tags
+            if t.get("out") != out or PARENT_RUN_TAG in t:
+                continue
+            host, pid = t.get(TAG_DRIVER_HOST), t.get(TAG_DRIVER_PID)
+            if host is None or (host == socket.gethostname() and pid and not _alive(int(pid))):
+                self.client.set_tag(
+                    run.info.run_id, "t2v.ended_by", f"a later run (driver {host}:{pid} was dead)"
+                )
+                self.end_run(run.info.run_id, "FAILED")
+                stale.append(run.info.run_id)
+        return stale
 
     def log_child(
         self,

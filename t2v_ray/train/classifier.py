@@ -23,9 +23,14 @@ from t2v_ray.train.settings import ClassifierConfig
 
 @dataclass
 class ClassifierResult:
-    """Errors of one classifier: ``test_error`` is the grid's ground truth."""
+    """Errors of one classifier: ``test_error`` is the grid's ground truth.
+
+    ``test_error_se`` = sqrt(e (1 - e) / n_test) is its binomial standard error: the test set is a sample.
+    """
 
     test_error: float
+    test_error_se: float
+    n_test: int
     train_error: float
     train_loss: float
     epochs: int
@@ -53,6 +58,8 @@ def fit_classifier(
         cfg: hyper-parameters.
         device: where to train.
     """
+    from t2v_ray.core.selection import binomial_se
+
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     x = torch.from_numpy(train.features).to(device)
@@ -66,6 +73,8 @@ def fit_classifier(
         test_error = float((_logits(w, xt).argmax(1) != yt).float().mean())
     return ClassifierResult(
         test_error=test_error,
+        test_error_se=float(binomial_se(test_error, len(test))),
+        n_test=len(test),
         train_error=float((logits.argmax(1) != y).float().mean()),
         train_loss=float(F.cross_entropy(logits, y.long())),
         epochs=cfg.epochs,

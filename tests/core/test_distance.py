@@ -7,6 +7,7 @@ import pytest
 
 from t2v_ray.core.distance import (
     asymmetric_distance,
+    complexity,
     cosine_distance,
     pairwise_asymmetric,
     pairwise_symmetric,
@@ -50,8 +51,30 @@ def test_asymmetric_matches_formula(embs):
     t0 = np.full(40, 0.3)
     a, b = embs[0], embs[1]
     for alpha in (0.0, 0.15, 1.0):
-        expected = symmetric_distance(a, b) - alpha * symmetric_distance(a, t0)
+        # Monte-Carlo embeddings lack the prior: the complexity term compares a + t0 (the variational footing).
+        expected = symmetric_distance(a, b) - alpha * symmetric_distance(a + t0, t0)
         assert asymmetric_distance(a, b, t0, alpha) == pytest.approx(expected, abs=1e-12)
+        # Variational embeddings hold it already: the paper's formula as written.
+        expected = symmetric_distance(a, b) - alpha * symmetric_distance(a, t0)
+        assert asymmetric_distance(a, b, t0, alpha, includes_prior=True) == pytest.approx(expected, abs=1e-12)
+
+
+def test_complexity_is_zero_for_a_trivial_task_and_grows_with_the_fisher_information():
+    # Paper §3.3 and supplement §1.2: complexity is the distance from the trivial embedding, and sources with less
+    # information (models trained on less data) must come out closer to it. Scale one Fisher G by s over 8 decades
+    # around t0's scale: the term must rise monotonically from 0. Compared bare, d_sym(sG, t0) does not: it is
+    # 0.474 as s -> 0 (and 1 at s = 0), dips to 0.472 at s = 0.03, peaks at 0.887 at s = 1e3 and is 0.841 at 1e4.
+    g = np.random.default_rng(1).gamma(0.5, 1.0, 40)
+    t0 = np.full(40, 0.3)
+    scales = np.logspace(-4, 4, 17)
+    c = [complexity(s * g, t0) for s in scales]
+    assert complexity(np.zeros(40), t0) == 0.0 and c[0] < 1e-3
+    assert np.all(np.diff(c) > 0), np.round(c, 4)
+    # The sym - asym gap of the public distance is alpha times that term.
+    gaps = [symmetric_distance(s * g, g) - asymmetric_distance(s * g, g, t0, 0.5) for s in scales]
+    np.testing.assert_allclose(gaps, 0.5 * np.array(c), atol=1e-12)
+    # A Monte-Carlo F and its variational equivalent F + t0 have the same complexity.
+    assert complexity(g, t0) == pytest.approx(complexity(g + t0, t0, includes_prior=True), abs=1e-15)
 
 
 def test_pairwise_matrices_match_scalar_versions(embs):
@@ -62,6 +85,9 @@ def test_pairwise_matrices_match_scalar_versions(embs):
     t0 = embs.mean(0)
     da = pairwise_asymmetric(embs[:2], embs, t0, alpha=0.15)
     assert da[1, 4] == pytest.approx(asymmetric_distance(embs[1], embs[4], t0, 0.15), abs=1e-10)
+    dv = pairwise_asymmetric(embs[:2], embs, t0, alpha=0.15, includes_prior=True)
+    want = asymmetric_distance(embs[1], embs[4], t0, 0.15, includes_prior=True)
+    assert dv[1, 4] == pytest.approx(want, abs=1e-10) and dv[1, 4] != pytest.approx(da[1, 4], abs=1e-6)
 
 
 def test_shape_mismatch_is_a_clear_error():

@@ -46,6 +46,10 @@ def test_torch_distance_matches_numpy():
     np.testing.assert_allclose(
         got.numpy(), pairwise_asymmetric(models, tasks, t0, 0.15).T, rtol=0, atol=1e-12
     )
+    args = (torch.as_tensor(x) for x in (models, tasks, t0))
+    var = asymmetric_distance_torch(*args, alpha=0.15, includes_prior=True)
+    want = pairwise_asymmetric(models, tasks, t0, 0.15, includes_prior=True).T
+    np.testing.assert_allclose(var.numpy(), want, rtol=0, atol=1e-12)
 
 
 def test_soft_labels_by_hand():

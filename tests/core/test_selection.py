@@ -9,6 +9,8 @@ import torch
 from t2v_ray.core.distance import asymmetric_distance, symmetric_distance
 from t2v_ray.core.selection import (
     asymmetric_scores,
+    binomial_se,
+    bootstrap_errors,
     chance_errors,
     evaluate_selectors,
     generic_picks,
@@ -101,6 +103,79 @@ def test_bootstrap_interval_is_exact_when_every_task_doubles_and_seeded():
     assert _row(a, "A").rel_increase_lo < _row(a, "A").rel_increase_hi
 
 
+def test_binomial_se_closed_form():
+    np.testing.assert_allclose(binomial_se(0.3, 200), np.sqrt(0.3 * 0.7 / 200), rtol=1e-15)
+    np.testing.assert_allclose(binomial_se(np.array([0.0, 0.5]), np.array([50, 4])), [0.0, 0.25], rtol=1e-15)
+    assert np.isnan(binomial_se(0.2, 0)) and np.isnan(binomial_se(np.nan, 10))
+
+
+def test_bootstrap_of_one_task_has_the_binomial_variance_of_its_test_set():
+    # One task, so resampling tasks changes nothing: e* = Binomial(200, e) / 200, Var = e (1 - e) / 200.
+    err, n = np.array([[0.3, 0.1]]), 200
+    draws = bootstrap_errors(err, np.array([n]), n_boot=40_000, seed=3)
+    assert draws.tasks.shape == (40_000, 1) and draws.errors.shape == (40_000, 1, 2)
+    for j, e in enumerate(err[0]):
+        x = draws.errors[:, 0, j]
+        np.testing.assert_allclose(x.mean(), e, atol=4 * np.sqrt(e * (1 - e) / n / 40_000))
+        np.testing.assert_allclose(
+            x.var(), e * (1 - e) / n, rtol=0.03
+        )  # sd of a variance estimate: sqrt(2/B)
+        assert np.allclose(x * n, np.round(x * n))  # whole test images
+    # The same spread reaches Table 1: a selector always picking expert 0 has mean-error SE sqrt(e(1-e)/n).
+    row = _row(evaluate_selectors(err, picks={"A": np.array([0])}, n_test=[n], n_boot=40_000), "A")
+    np.testing.assert_allclose(row.mean_error_se, np.sqrt(0.3 * 0.7 / n), rtol=0.03)
+
+
+def test_bootstrap_variance_of_a_mean_error_adds_task_and_test_set_variance():
+    # Draws resample T tasks, then each task's test set. By the law of total variance the mean error of a
+    # fixed pick has Var = (pop. variance of e_i + mean_i e_i (1 - e_i) / n_i) / T.
+    err = np.array([[0.10, 0.5], [0.30, 0.5], [0.20, 0.5], [0.45, 0.5]])
+    n_test = np.array([100, 400, 50, 200])
+    e = err[:, 0]
+    want = (e.var() + np.mean(e * (1 - e) / n_test)) / len(e)
+    row = _row(evaluate_selectors(err, picks={"A": np.zeros(4, int)}, n_test=n_test, n_boot=40_000), "A")
+    np.testing.assert_allclose(row.mean_error_se**2, want, rtol=0.05)
+    tasks_only = _row(evaluate_selectors(err, picks={"A": np.zeros(4, int)}, n_boot=40_000), "A")
+    np.testing.assert_allclose(tasks_only.mean_error_se**2, e.var() / len(e), rtol=0.05)
+
+
+def test_every_row_is_scored_on_the_same_draws_with_its_picks_kept():
+    # Selectors and Optimal read the same draw, with Optimal's picks kept: a selector that matches them on
+    # every task is at exactly 0 in every draw, although its errors move by ~sqrt(e(1-e)/30) = 6 pp per task.
+    n_test = np.full(4, 30)
+    best = oracle_picks(ERR)
+    picks = {"A": PICKS, "best": best, "A again": PICKS.copy()}
+    df = evaluate_selectors(ERR, picks=picks, n_test=n_test, n_boot=500)
+    b = _row(df, "best")
+    assert b.rel_increase == b.rel_increase_lo == b.rel_increase_hi == 0 and b.mean_error_se > 0.01
+    cols = ["rel_increase_lo", "rel_increase_hi", "mean_error_se"]
+    assert _row(df, "A again")[cols].equals(_row(df, "A")[cols])
+    # The intervals hold their estimate (the draws are centred on the measured errors).
+    assert (df["rel_increase_lo"] <= df["rel_increase"]).all() and (
+        df["rel_increase"] <= df["rel_increase_hi"]
+    ).all()
+    # Huge test sets: the test-set noise vanishes and the intervals are those of the bootstrap over tasks.
+    sharp = evaluate_selectors(ERR, picks={"A": PICKS}, n_test=np.full(4, 10**9), n_boot=300)
+    tasks = evaluate_selectors(ERR, picks={"A": PICKS}, n_boot=300)
+    np.testing.assert_allclose(sharp["rel_increase_lo"], tasks["rel_increase_lo"], atol=1e-3)
+    np.testing.assert_allclose(sharp["rel_increase_hi"], tasks["rel_increase_hi"], atol=1e-3)
+
+
+def test_bootstrap_rejects_bad_test_counts_by_cell():
+    allowed = np.ones_like(ERR, dtype=bool)
+    allowed[1, 0] = False
+    counts = np.full(ERR.shape, 50.0)
+    counts[1, 0] = 0  # not allowed: never used, so fine
+    bootstrap_errors(ERR, counts, n_boot=5, allowed=allowed)
+    counts[2, 3] = 0
+    with pytest.raises(ValueError, match=r"n_test\[2, 3\] = 0.0 \(task row 2, expert column 3\)"):
+        bootstrap_errors(ERR, counts, n_boot=5, allowed=allowed)
+    with pytest.raises(ValueError, match=r"n_test has shape \(3,\)"):
+        bootstrap_errors(ERR, np.ones(3), n_boot=5)
+    with pytest.raises(ValueError, match=r"errors must lie in \[0, 1\]"):
+        bootstrap_errors(ERR * 3, np.full(4, 10), n_boot=5)
+
+
 def test_kendall_sign_and_transfer_scores_negated():
     # Scores ordered like the errors -> tau = 1; reversed -> -1. A transfer score (higher = better) equal to
     # -error ranks exactly like the truth and picks the optimal expert.
@@ -114,6 +189,7 @@ def test_kendall_sign_and_transfer_scores_negated():
     assert list(df.columns) == [
         "selector",
         "mean_error",
+        "mean_error_se",
         "rel_increase",
         "rel_increase_lo",
         "rel_increase_hi",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -173,8 +174,15 @@ def test_corrupt_task_gets_error_row_and_is_retried_on_rerun(ray_session, tmp_pa
     assert {t: r["status"] for t, r in rows.items()} == {t: "error" if t == "task-2" else "ok" for t in ids}
     message = rows["task-2"]["error"]
     assert "task-2" in message and "t2-c0-2" in message and "image" in message  # names task and image
+    assert re.search(r"shard 'shards/task-2-[^']+', row \d+", message)  # ... and where the row is
+    assert "1 undecodable image(s) (over 1% of" in message  # 1 bad of 48+ rows is over the default 1%
     assert rows["task-2"]["embedding"] is None
     assert summary.errors == [("task-2", message)]
 
     rerun = run_embed(cfg)
     assert (rerun.computed, rerun.skipped, rerun.error) == (1, len(ids) - 1, 1)
+
+    # Tolerating 5% of bad rows: the task is embedded without its broken image and says how many it dropped.
+    tolerant = run_embed(replace(cfg, max_bad_fraction=0.05))
+    assert (tolerant.ok, tolerant.bad_rows) == (1, 1)
+    assert rows_by_task(cfg.out)["task-2"]["n_bad_rows"] == 1

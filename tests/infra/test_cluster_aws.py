@@ -129,3 +129,32 @@ def test_all_nodes_share_one_image():
     # Every node type mounts its root volume where the Ubuntu DLAMI has it.
     for t in cfg["available_node_types"].values():
         assert t["node_config"]["BlockDeviceMappings"][0]["DeviceName"] == "/dev/sda1"
+
+
+def test_every_node_requires_imdsv2(aws_cluster):
+    for name, nt in aws_cluster["available_node_types"].items():
+        meta = nt["node_config"].get("MetadataOptions", {})
+        assert meta.get("HttpTokens") == "required" and meta.get("HttpEndpoint") == "enabled", name
+        assert meta.get("HttpPutResponseHopLimit") in (1, 2), name  # 2: the optional docker mode
+
+
+def test_node_configs_are_valid_run_instances_arguments(aws_cluster):
+    """Ray passes node_config to EC2 RunInstances as is: botocore's own schema for it accepts every one."""
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    shape = (
+        botocore.session.get_session().get_service_model("ec2").operation_model("RunInstances").input_shape
+    )
+    for nt in aws_cluster["available_node_types"].values():
+        validate_parameters({**nt["node_config"], "MinCount": 1, "MaxCount": 1}, shape)
+        broken = copy.deepcopy(nt["node_config"])
+        broken["MetadataOptions"]["HttpPutResponseHopLimit"] = "2"  # a string: rejected, so the check bites
+        with pytest.raises(Exception, match="HttpPutResponseHopLimit"):
+            validate_parameters({**broken, "MinCount": 1, "MaxCount": 1}, shape)
+
+
+def test_nodes_get_the_mlflow_login_as_a_file(aws_cluster, names):
+    line = next(c for c in aws_cluster["setup_commands"] if "node_env.py" in c)
+    tokens = shlex.split(line.split(">")[0])
+    assert tokens[tokens.index("--mlflow-credentials") + 1] == names["mlflow_credentials_file"]

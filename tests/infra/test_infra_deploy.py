@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from .conftest import AWS_CLUSTER, CFN_TEMPLATE, REPO, load_yaml
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:Tried to parse.*BucketPolicy"),
+    # moto 5.2 has no CloudFormation model for secrets: tests below create them like the stack would.
+    pytest.mark.filterwarnings("ignore:Tried to parse.*SecretsManager::Secret"),
 ]
 
 ADMIN_CIDR = "203.0.113.7/32"
@@ -121,7 +124,7 @@ def test_instance_profiles_and_roles_exist(stack, names, prefix):
     assert head_inline == ["ray-autoscaler"] and worker_inline == []
 
 
-def test_deployed_data_policy_is_bucket_only(stack, prefix):
+def test_deployed_data_policy_is_bucket_only(stack, names, prefix):
     import boto3
 
     iam = boto3.client("iam", region_name=stack["region"])
@@ -129,13 +132,17 @@ def test_deployed_data_policy_is_bucket_only(stack, prefix):
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
     bucket_arn = f"arn:aws:s3:::{stack['outputs']['BucketName']}"
-    s3_resources = {
-        r
-        for st in doc["Statement"]
-        if any(a.startswith("s3:") for a in st["Action"])
-        for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])
-    }
-    assert s3_resources == {bucket_arn, bucket_arn + "/*"}
+
+    def s3_resources(effect: str) -> set[str]:
+        return {
+            r
+            for st in doc["Statement"]
+            if st["Effect"] == effect and any(a.startswith("s3:") for a in st["Action"])
+            for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])
+        }
+
+    assert s3_resources("Allow") == {bucket_arn, bucket_arn + "/*"}
+    assert s3_resources("Deny") == {f"{bucket_arn}/{names['mlflow_backup_prefix']}*"}
 
 
 def test_ray_nodes_security_group(stack, names, prefix):
@@ -167,6 +174,27 @@ def test_ssm_parameters_match_outputs(stack, names, prefix):
     assert re.fullmatch(r"http://\d+\.\d+\.\d+\.\d+:5000", got["mlflow_tracking_uri"])
 
 
+def test_mlflow_only_from_the_ray_nodes_and_imdsv2(stack, names, prefix):
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=stack["region"])
+    (sg,) = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [names["mlflow_security_group"].format(prefix=prefix)]}]
+    )["SecurityGroups"]
+    assert [r for p in sg["IpPermissions"] for r in p["IpRanges"] + p.get("Ipv6Ranges", [])] == []
+    sources = {g["GroupId"] for p in sg["IpPermissions"] for g in p["UserIdGroupPairs"]}
+    assert sources == {stack["outputs"]["RayNodesSecurityGroupId"]}
+    (lt,) = ec2.describe_launch_templates(
+        LaunchTemplateNames=[names["mlflow_launch_template"].format(prefix=prefix)]
+    )["LaunchTemplates"]
+    (version,) = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"])[
+        "LaunchTemplateVersions"
+    ]
+    assert version["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
+    assert stack["outputs"]["MlflowInstanceId"] in stack["outputs"]["MlflowUiTunnelCommand"]
+    assert "MlflowUiUrl" not in stack["outputs"]
+
+
 def _node_env():
     spec = importlib.util.spec_from_file_location("t2v_node_env", REPO / "cluster" / "node_env.py")
     mod = importlib.util.module_from_spec(spec)
@@ -188,6 +216,36 @@ def test_node_env_exports_the_stack_settings(stack, names, prefix, capsys):
     assert exported["RAY_AUTH_MODE"] == "token"
     assert set(names["env"]) <= set(exported)
     assert not any("SECRET" in k or "ACCESS_KEY" in k for k in exported)
+
+
+def test_node_env_writes_the_mlflow_login_to_a_private_file(
+    stack, names, prefix, tmp_path, capsys, monkeypatch
+):
+    import boto3
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    node_env = _node_env()
+    args = ["--prefix", prefix, "--region", stack["region"], "--mlflow-credentials", "~/.mlflow/credentials"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    secret = names["mlflow_cluster_secret"].format(prefix=prefix)
+    assert node_env.main(args) == 2  # no secret yet: says which one, writes nothing
+    assert secret in capsys.readouterr().err
+    assert not (tmp_path / ".mlflow").exists()
+
+    sm = boto3.client("secretsmanager", region_name=stack["region"])
+    login = {"username": names["mlflow_cluster_user"].format(prefix=prefix), "password": "pw%with" + "x" * 30}
+    sm.create_secret(Name=secret, SecretString=json.dumps(login))
+    try:
+        assert node_env.main(args) == 0
+    finally:
+        sm.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
+    out = capsys.readouterr().out
+    assert login["password"] not in out and "MLFLOW_TRACKING_PASSWORD" not in out
+    creds = tmp_path / ".mlflow" / "credentials"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    assert tuple(read_mlflow_creds()) == (login["username"], login["password"])  # as MLflow's client reads it
 
 
 def test_node_env_fails_loudly_without_the_stack(stack, capsys):

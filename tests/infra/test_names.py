@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 
 from .conftest import KUBERAY, REPO, load_all
@@ -28,6 +29,10 @@ def test_template_builds_the_names(cfn, names):
         ("MlflowRole", "RoleName"): "mlflow_role",
         ("RayIrsaRole", "RoleName"): "irsa_role",
         ("RayNodesSecurityGroup", "GroupName"): "ray_nodes_security_group",
+        ("MlflowSecurityGroup", "GroupName"): "mlflow_security_group",
+        ("MlflowLaunchTemplate", "LaunchTemplateName"): "mlflow_launch_template",
+        ("MlflowAdminSecret", "Name"): "mlflow_admin_secret",
+        ("MlflowClusterSecret", "Name"): "mlflow_cluster_secret",
         ("BucketParameter", "Name"): None,
     }
     for (logical, prop), key in expected.items():
@@ -46,6 +51,22 @@ def test_template_builds_the_names(cfn, names):
     assert cfn["Parameters"]["MlflowPort"]["Default"] == names["mlflow_port"]
     assert cfn["Parameters"]["K8sNamespace"]["Default"] == names["k8s_namespace"]
     assert cfn["Parameters"]["K8sServiceAccount"]["Default"] == names["k8s_service_account"]
+
+
+def test_cluster_names_in_template(cfn, names):
+    """Cluster name, its tag key, the nodes' MLflow user and the backup prefix the policies protect."""
+    text = (REPO / "infra" / "t2v.cfn.yaml").read_text()
+    assert cfn["Parameters"]["RayClusterName"]["Default"] == names["ray_cluster_name"]
+    tag = names["ray_cluster_tag"]
+    tag_keys = set(re.findall(r"(?:RequestTag|ResourceTag)/([\w-]+)", text))
+    assert tag_keys == {tag}
+    gen = cfn["Resources"]["MlflowClusterSecret"]["Properties"]["GenerateSecretString"]
+    user = json.loads(gen["SecretStringTemplate"]["Fn::Sub"])["username"]
+    assert user == _sub(names["mlflow_cluster_user"])
+    backup = names["mlflow_backup_prefix"]
+    assert "${DataBucket.Arn}/" + backup + "*" in text
+    for key in ("mlflow_admin_secret", "mlflow_cluster_secret"):
+        assert f"secret:{_sub(names[key])}-??????" in text, key  # IAM grants by name
 
 
 def test_storage_prefixes_in_template(cfn, names):
@@ -77,6 +98,7 @@ def test_node_env_maps_the_ssm_parameters(names):
         for var, ssm_key in names["env"].items()
     }
     assert from_names == mod.PARAMETERS
+    assert names["mlflow_cluster_secret"] == "{prefix}/" + mod.MLFLOW_SECRET
 
 
 def test_kuberay_env_matches_patterns(names, prefix):

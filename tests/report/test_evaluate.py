@@ -118,3 +118,76 @@ def test_mixed_protocol_lets_task2vec_pick_the_tasks_own_expert(synth):
     assert "MODEL2VEC" not in set(table["selector"])
     with pytest.raises(ValueError, match="protocol"):
         evaluate_selection(str(r / "embeddings.parquet"), str(r / "grid.parquet"), None, protocol="oracle")
+
+
+def _grid_with_n_test(synth, tmp_path, n_test):
+    """A copy of the synthetic results root whose grid rows record ``n_test(row)`` test images."""
+    import shutil
+
+    import pyarrow as pa
+
+    from t2v_ray.data import storage
+
+    root = tmp_path / "root"
+    shutil.copytree(synth.root, root)
+    grid = storage.read_parquet(str(root / "grid.parquet"))
+    counts = [n_test(r) for r in grid.to_pylist()]
+    storage.write_parquet_atomic(
+        grid.append_column("n_test", pa.array(counts, pa.int64())), str(root / "grid.parquet")
+    )
+    return root
+
+
+def _evaluate(root, n_boot=300):
+    return evaluate_selection(
+        str(root / "embeddings.parquet"), str(root / "grid.parquet"), str(root / "experts.parquet"),
+        None, n_boot=n_boot, seed=1, model2vec=False,
+    )  # fmt: skip
+
+
+def test_intervals_resample_each_cells_test_set_from_the_grids_n_test(synth, tmp_path):
+    from t2v_ray.core.selection import evaluate_selectors
+
+    root = _grid_with_n_test(synth, tmp_path, lambda r: 40)
+    table, d = _evaluate(root)
+    want = evaluate_selectors(
+        d.errors, d.allowed, picks={"Generic": d.picks["Generic"]}, n_test=np.full(len(d.task_ids), 40),
+        n_boot=300, seed=1,
+    ).set_index("selector")  # fmt: skip
+    got = table.set_index("selector")
+    cols = ["rel_increase_lo", "rel_increase_hi", "mean_error_se"]
+    for name in ("Optimal", "Chance", "Generic"):
+        np.testing.assert_allclose(got.loc[name, cols].astype(float), want.loc[name, cols].astype(float))
+    tasks_only = _evaluate(synth.root)[0].set_index("selector")
+    assert got.loc["Generic", "mean_error_se"] > tasks_only.loc["Generic", "mean_error_se"]
+
+
+def test_a_grid_row_without_a_test_set_size_is_named(synth, tmp_path):
+    task = synth.task_ids[2]
+    root = _grid_with_n_test(
+        synth, tmp_path, lambda r: 0 if (r["expert_id"], r["task_id"]) == ("generic", task) else 40
+    )
+    with pytest.raises(ValueError, match=f"expert 'generic', task '{task}'.*n_test = 0"):
+        _evaluate(root)
+
+
+def test_variational_embeddings_are_not_given_the_prior_twice(synth, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from t2v_ray.core.selection import asymmetric_scores
+    from t2v_ray.data import storage
+
+    root = tmp_path / "root"
+    shutil.copytree(synth.root, root)
+    emb = storage.read_parquet(str(root / "embeddings.parquet"))
+    i = emb.schema.get_field_index("method")
+    emb = emb.set_column(i, "method", pa.array(["variational"] * len(emb)))
+    storage.write_parquet_atomic(emb, str(root / "embeddings.parquet"))
+    _, var = _evaluate(root, n_boot=10)
+    _, mc = _evaluate(synth.root, n_boot=10)
+    for d, prior in ((var, True), (mc, False)):
+        want = asymmetric_scores(d.task_vectors, d.expert_task_embs, d.embeddings.trivial, 0.15, prior)
+        np.testing.assert_allclose(d.scores["Asymmetric Task2Vec"], want, rtol=1e-12)
+    assert not np.allclose(var.scores["Asymmetric Task2Vec"], mc.scores["Asymmetric Task2Vec"])

@@ -66,6 +66,15 @@ def test_retry_io_retries_transient_errors_only():
         retry_io(missing, "reading x", attempts=3, backoff_seconds=0)
     assert len(calls) == 1  # deterministic: not retried
 
+    def denied():  # what pyarrow raises for S3 403s: a plain OSError, and waiting does not help
+        calls.append(1)
+        raise OSError("AWS Error ACCESS_DENIED during GetObject operation: Access Denied")
+
+    calls.clear()
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        retry_io(denied, "reading x", attempts=3, backoff_seconds=0)
+    assert len(calls) == 1
+
     with pytest.raises(TransientIOError, match="reading x: storage error after 2 attempts"):
         retry_io(
             lambda: (_ for _ in ()).throw(OSError("timeout")), "reading x", attempts=2, backoff_seconds=0
@@ -102,3 +111,30 @@ def test_validate_rejects_unusable_settings_and_makes_local_paths_absolute(tmp_p
         EmbedJobConfig(library="lib").validate()
     with pytest.raises(ValueError, match="actors"):
         EmbedJobConfig(library="lib", out="o", actors=0).validate()
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["embed.max_samples=0", "embed.batch_size=0", "embed.head.lr=-1", "actors=0", "embed.n_draws=-1"],
+)
+def test_out_of_range_settings_are_rejected_when_the_config_loads(override):
+    # Before, embed.max_samples=0 was accepted and every task then failed inside its actor with an IndexError.
+    with pytest.raises(ConfigError, match="out of range"):
+        load_embed_config(None, [override])
+
+
+def test_every_numeric_embed_setting_has_a_range():
+    import dataclasses
+    import typing
+
+    from t2v_ray.core.heads import HeadConfig
+    from t2v_ray.stages.embed import EmbedJobConfig
+    from t2v_ray.task2vec import EmbedConfig
+
+    for cls in (EmbedJobConfig, EmbedConfig, HeadConfig):
+        hints = typing.get_type_hints(cls)
+        numeric = [
+            f for f in dataclasses.fields(cls) if hints[f.name] in (int, float, int | None, float | None)
+        ]
+        missing = [f.name for f in numeric if "range" not in f.metadata]
+        assert not missing, f"{cls.__name__}: numeric settings without a range: {missing}"

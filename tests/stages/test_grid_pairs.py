@@ -11,8 +11,9 @@ import pytest
 from t2v_ray.data import storage
 from t2v_ray.results import features as fcache
 from t2v_ray.results.features import FeatureSet
+from t2v_ray.results.grid import collect_grid, write_pair
 from t2v_ray.stages.experts import ExpertsConfig, build_expert
-from t2v_ray.stages.grid import GridConfig, GridContext, collect_grid, run_pair
+from t2v_ray.stages.grid import GridConfig, GridContext, run_pair
 from t2v_ray.track import NoopTracker
 from t2v_ray.train.classifier import ClassifierConfig
 from tests.train.tiny_tasks import build_tiny_library
@@ -57,6 +58,8 @@ def test_a_pair_computes_once_then_is_skipped_and_a_new_head_reuses_its_features
     first = run_pair("generic", "shapes", _ctx(setup))
     assert first["status"] == "ok" and not first["features_cached"]
     assert 0.0 <= first["test_error"] <= 1.0 and first["n_train"] == 12 and first["n_test"] == 6
+    e = first["test_error"]
+    assert first["test_error_se"] == pytest.approx(math.sqrt(e * (1 - e) / 6), rel=1e-12, abs=1e-15)
     assert math.isfinite(first["logme"]) and math.isnan(first["leep"])  # random-init generic: no source head
     again = run_pair("generic", "shapes", _ctx(setup))
     assert again["skipped"] and again["attempt"] == first["attempt"]
@@ -95,6 +98,8 @@ def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
         == pairs
     )
     assert table.column("status").to_pylist()[1] == "missing"
+    se, err, n = (table.column(c).to_pylist()[0] for c in ("test_error_se", "test_error", "n_test"))
+    assert se == pytest.approx(math.sqrt(err * (1 - err) / n), rel=1e-12, abs=1e-15)
     assert {
         "test_error",
         "train_error",
@@ -106,6 +111,14 @@ def test_grid_table_has_one_row_per_planned_pair_in_order(setup):
         "nce",
         "h_score",
     } <= set(table.column_names)
+
+
+def test_records_written_before_the_se_column_get_it_in_the_grid_table(setup):
+    _, out = setup
+    old = {"expert_id": "old", "task_id": "color", "status": "ok", "test_error": 0.25, "n_test": 48}
+    write_pair(out, old)
+    table = collect_grid(out, [("old", "color")])
+    assert table.column("test_error_se").to_pylist() == [pytest.approx(math.sqrt(0.25 * 0.75 / 48))]
 
 
 def test_trials_that_fail_past_their_retries_leave_an_error_row_but_never_replace_an_ok_one(setup):

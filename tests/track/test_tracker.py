@@ -181,3 +181,35 @@ def test_children_logged_from_threads_stay_separate(make_tracker):
         assert (run.data.tags["task_id"], run.data.tags["expert_id"]) == (f"t{i}", f"e{i}")
         assert run.data.tags["mlflow.parentRunId"] == parent_id
     assert len(tracker.find_runs({"mlflow.parentRunId": parent_id, "expert_id": "e3"})) == 1
+
+
+def test_a_run_left_running_by_a_killed_driver_is_marked_failed_by_the_next_run(make_tracker):
+    import subprocess
+
+    from t2v_ray.track.tracker import TAG_DRIVER_HOST, TAG_DRIVER_PID
+
+    tracker = make_tracker("stale")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is now free: the driver that "owned" the run below is gone
+    host = __import__("socket").gethostname()
+    tags = {"stage": "embed", "out": "/data/out-a"}
+    orphan = tracker.start_run("embed:killed", {**tags, TAG_DRIVER_HOST: host, TAG_DRIVER_PID: str(dead.pid)})
+    legacy = tracker.start_run("embed:old", tags)  # written before driver tags existed
+    alive = tracker.start_run(
+        "embed:live", {**tags, TAG_DRIVER_HOST: host, TAG_DRIVER_PID: "1"}
+    )  # pid 1 lives
+    other_out = tracker.start_run(
+        "embed:other", {"stage": "embed", "out": "/data/out-b", TAG_DRIVER_HOST: host}
+    )
+    with tracker.parent_run("embed:next", tags=tags) as new_id:
+        status = {
+            r: tracker.client.get_run(r).info.status for r in (orphan, legacy, alive, other_out, new_id)
+        }
+    assert status == {
+        orphan: "FAILED",
+        legacy: "FAILED",
+        alive: "RUNNING",
+        other_out: "RUNNING",
+        new_id: "RUNNING",
+    }
+    assert tracker.client.get_run(new_id).info.status == "FINISHED"

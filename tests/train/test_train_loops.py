@@ -67,6 +67,18 @@ def test_classifier_separates_separable_features_and_not_noise():
     assert good.steps == 3 * math.ceil(600 / cfg.batch_size)
 
 
+def test_classifier_reports_its_test_set_size_and_the_binomial_se_of_its_error():
+    cfg = ClassifierConfig(epochs=1, epoch_size=256, lr=1e-2)
+    res = fit_classifier(_blobs(90, 8, 3, 0, 0.5), _blobs(75, 8, 3, 1, 0.5), 3, cfg)
+    assert res.n_test == 75 and 0 < res.test_error < 1
+    assert res.test_error_se == pytest.approx(
+        math.sqrt(res.test_error * (1 - res.test_error) / 75), rel=1e-12
+    )
+    empty = FeatureSet(np.zeros((0, 8), np.float32), np.zeros(0, np.int64))
+    none = fit_classifier(_blobs(90, 8, 3, 0, 0.5), empty, 3, cfg)
+    assert none.n_test == 0 and math.isnan(none.test_error) and math.isnan(none.test_error_se)
+
+
 def test_classifier_is_reproducible_from_its_seed():
     cfg = ClassifierConfig(epochs=1, epoch_size=256, lr=1e-2, seed=3)
     a = fit_classifier(_blobs(90, 8, 3, 0, 1.0), _blobs(60, 8, 3, 1, 1.0), 3, cfg)

@@ -16,7 +16,8 @@ from collections import defaultdict
 
 from t2v_ray.data import storage
 from t2v_ray.data.builders.common import BuildSummary, finish_build
-from t2v_ray.data.builders.importing import ImageReader, read_task_rows
+from t2v_ray.data.builders.importing import ImageReader, check_image_limits, read_task_rows
+from t2v_ray.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from t2v_ray.data.library import DEFAULT_SHARD_BYTES, LibraryWriter
 
 
@@ -81,7 +82,8 @@ def build_attributes(
     test_fraction: float = 0.2,
     seed: int = 0,
     dataset: str | None = None,
-    max_side: int | None = None,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     contact_sheet: bool = True,
     validate: bool = True,
     progress: bool = False,
@@ -98,7 +100,7 @@ def build_attributes(
         min_images: a class needs this many images.
         max_per_class: sample at most this many images per class (seeded); None keeps all.
         multi_sep: separator of multi-valued cells (e.g. ``";"``); None: one value per cell.
-        test_fraction, seed, max_side: as in :func:`t2v_ray.data.builders.folder.build_folder`.
+        test_fraction, seed, max_side, max_pixels: as in :func:`t2v_ray.data.builders.folder.build_folder`.
         dataset: dataset name; default: the CSV file name without extension.
     """
     from tqdm import tqdm
@@ -109,14 +111,18 @@ def build_attributes(
     unknown = set(columns or []) - set(all_columns)
     if unknown:
         raise ValueError(f"{csv_uri}: unknown attribute columns {sorted(unknown)}; columns are {all_columns}")
+    check_image_limits(max_side, max_pixels)
     plans = plan_attribute_tasks(rows, path_column, columns or all_columns, min_images, multi_sep)
-    reader = ImageReader(max_side=max_side)
+    reader = ImageReader(max_side=max_side, max_pixels=max_pixels)
     writer = LibraryWriter(out_uri, shard_bytes=shard_bytes)
     skipped: list[str] = []
     for col, value, classes, paths in tqdm(plans, desc="attribute tasks", disable=not progress):
         taxonomy = [dataset, col] if value is None else [dataset, col, value]
         task_id = "/".join(taxonomy)
-        task_rows = read_task_rows(images_root, task_id, paths, reader, max_per_class, test_fraction, seed)
+        task_rows, dupes = read_task_rows(
+            images_root, task_id, paths, reader, max_per_class, test_fraction, seed
+        )
+        skipped.extend(dupes)
         if len({r["label"] for r in task_rows}) < 2:
             skipped.append(f"{task_id}: fewer than 2 classes with readable images; task left out")
             continue
@@ -128,9 +134,9 @@ def build_attributes(
             "classes": classes,
         }
         writer.add_task(spec, task_rows)
-    skipped = sorted(reader.bad.values()) + skipped
+    skipped = reader.skipped(images_root) + skipped
     params = {"builder": "attributes", "csv": str(csv_uri), "images_root": str(images_root),
               "path_column": path_column, "columns": columns, "min_images": min_images,
               "max_per_class": max_per_class, "multi_sep": multi_sep, "test_fraction": test_fraction,
-              "seed": seed, "dataset": dataset, "max_side": max_side}  # fmt: skip
+              "seed": seed, "dataset": dataset, "max_side": max_side, "max_pixels": max_pixels}  # fmt: skip
     return finish_build(writer, dataset, started, skipped, validate, contact_sheet, config=params)

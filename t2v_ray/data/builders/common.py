@@ -16,7 +16,7 @@ import numpy as np
 from t2v_ray.data import storage
 from t2v_ray.data.images import encode_png  # noqa: F401  (re-exported for builders)
 from t2v_ray.data.library import LibraryWriter, TaskSpec, WriteStats
-from t2v_ray.data.schema import BUILD_CONFIG
+from t2v_ray.data.schema import BUILD_CONFIG, SKIP_REPORT
 from t2v_ray.data.validate import ValidationReport, validate_library
 
 
@@ -33,34 +33,23 @@ def stratified_split(labels: Sequence[int], test_fraction: float, rng: np.random
     out = np.full(len(labels), "train", dtype=object)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        n_test = _n_test(len(idx), test_fraction)
+        n_test = n_test_rows(len(idx), test_fraction)
         out[rng.permutation(idx)[:n_test]] = "test"
     return out.tolist()
 
 
-def grouped_split(
-    labels: Sequence[int], groups: Sequence[str], test_fraction: float, rng: np.random.Generator
-) -> list[str]:
-    """Like :func:`stratified_split`, but whole groups (e.g. fonts) go to one side, per class.
-
-    Attribute labels belong to a font, so splitting a font's images across train and test would let a model
-    recognise the font instead of the attribute. Classes with a single group fall back to a row split.
-    """
-    labels, groups = np.asarray(labels), np.asarray(groups, dtype=object)
-    out = np.full(len(labels), "train", dtype=object)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        names = sorted(set(groups[idx]))
-        if len(names) < 2:
-            out[rng.permutation(idx)[: _n_test(len(idx), test_fraction)]] = "test"
-            continue
-        n_test = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
-        test_groups = set(rng.permutation(np.array(names, dtype=object))[:n_test])
-        out[[i for i in idx if groups[i] in test_groups]] = "test"
-    return out.tolist()
+def split_groups(groups: Sequence[str], test_fraction: float, rng: np.random.Generator) -> set[str]:
+    """The groups (e.g. font families) whose images are test images: ``round(n_groups * test_fraction)`` of
+    them, at least one and never all; empty when there are fewer than two groups (the caller splits rows)."""
+    names = sorted(set(groups))
+    if len(names) < 2:
+        return set()
+    n_test = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
+    return set(rng.permutation(np.array(names, dtype=object))[:n_test].tolist())
 
 
-def _n_test(n: int, frac: float) -> int:
+def n_test_rows(n: int, frac: float) -> int:
+    """Test rows of a plain split of ``n`` rows: ``round(n * frac)``, at least one of each split when n >= 2."""
     if n < 2 or frac <= 0:
         return 0
     return min(max(1, round(n * frac)), n - 1)
@@ -132,6 +121,12 @@ class BuildSummary:
         return t
 
 
+def read_skip_report(uri: str) -> list[str]:
+    """The skip report of the library at ``uri`` (empty when its build left nothing out or predates the report)."""
+    target = storage.join(uri, SKIP_REPORT)
+    return json.loads(storage.read_bytes(target)) if storage.exists(target) else []
+
+
 def library_size(uri: str) -> int:
     """Total bytes of ``tasks.parquet`` and the shards."""
     return sum(size for rel, size in storage.list_files(uri) if rel.endswith(".parquet"))
@@ -148,9 +143,13 @@ def finish_build(
 ) -> BuildSummary:
     """Write ``tasks.parquet``, validate the library, draw the contact sheet and summarise.
 
-    ``config`` (the resolved build parameters) is saved as ``build_config.yaml`` next to ``tasks.parquet``.
+    ``config`` (the resolved build parameters) is saved as ``build_config.yaml`` next to ``tasks.parquet``, and
+    ``skipped`` (what the build left out, one ``"what: why"`` line each) as ``skipped.json``.
     """
     specs = writer.finish()
+    skipped = list(skipped or [])
+    skip_text = json.dumps(skipped, indent=1, ensure_ascii=False) + "\n"
+    storage.write_bytes_if_changed(storage.join(writer.uri, SKIP_REPORT), skip_text.encode())
     if config is not None:
         import yaml
 
@@ -170,6 +169,6 @@ def finish_build(
         size_bytes=library_size(writer.uri),
         validation=report,
         stats=writer.stats,
-        skipped=list(skipped or []),
+        skipped=skipped,
         contact_sheet=sheet,
     )

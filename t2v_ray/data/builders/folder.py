@@ -11,9 +11,15 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
-from t2v_ray.data import storage
 from t2v_ray.data.builders.common import BuildSummary, finish_build
-from t2v_ray.data.builders.importing import ImageReader, is_image_name, read_task_rows
+from t2v_ray.data.builders.importing import (
+    ImageReader,
+    check_image_limits,
+    is_image_name,
+    read_task_rows,
+)
+from t2v_ray.data.builders.listing import list_tree
+from t2v_ray.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from t2v_ray.data.library import DEFAULT_SHARD_BYTES, LibraryWriter
 
 
@@ -37,18 +43,22 @@ class FolderNode:
             yield from self.children[name].walk()
 
 
-def scan_tree(root_uri: str) -> FolderNode:
-    """The folder tree under ``root_uri`` with image files (by extension); hidden entries are skipped."""
+def scan_tree(root_uri: str, follow_symlinks: bool = False) -> tuple[FolderNode, list[str]]:
+    """The folder tree under ``root_uri`` with its image files (by extension), and the entries left out (hidden
+    entries silently; non-images, dangling links, directory links not followed: as ``"path: reason"`` lines)."""
+    listing = list_tree(root_uri, follow_symlinks)
+    skipped = list(listing.skipped)
     root = FolderNode(())
-    for rel, _size in storage.list_files(root_uri):
+    for rel in listing.files:
         parts = rel.split("/")
-        if any(p.startswith(".") for p in parts) or not is_image_name(parts[-1]):
+        if not is_image_name(parts[-1]):
+            skipped.append(f"{rel}: not an image (by its extension)")
             continue
         node = root
         for name in parts[:-1]:
             node = node.children.setdefault(name, FolderNode((*node.path, name)))
         node.images.append(rel)
-    return root
+    return root, skipped
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,9 @@ def build_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
     dataset: str | None = None,
-    max_side: int | None = None,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    follow_symlinks: bool = False,
     contact_sheet: bool = True,
     validate: bool = True,
     progress: bool = False,
@@ -96,26 +108,37 @@ def build_folder(
         test_fraction: per-class share of test images (stratified, seeded).
         seed: drives sampling and splits.
         dataset: dataset name and taxonomy root; default: the root folder's name.
-        max_side: downscale larger images to this longer side.
+        max_side: downscale larger images to this longer side (decoded at reduced scale); None keeps sizes.
+        max_pixels: leave out images whose header declares more pixels, before decoding them; None: only
+            Pillow's own decompression-bomb limit (~179 megapixels) applies.
+        follow_symlinks: follow directory links (never into an ancestor: that would loop). Off by default: links
+            put one image in several classes. Links to files are always followed.
+
+    Every file left out (undecodable, too large, not an image, dangling link, duplicate content) is listed in
+    the summary's ``skipped`` and in the library's skip report.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
     dataset = dataset or posixpath.basename(str(root_uri).rstrip("/")) or "folder"
-    tasks = plan_folder_tasks(scan_tree(root_uri), min_images)
-    reader = ImageReader(max_side=max_side)
+    check_image_limits(max_side, max_pixels)
+    tree, listed = scan_tree(root_uri, follow_symlinks)
+    tasks = plan_folder_tasks(tree, min_images)
+    reader = ImageReader(max_side=max_side, max_pixels=max_pixels)
     writer = LibraryWriter(out_uri, shard_bytes=shard_bytes)
     skipped: list[str] = []
     for t in tqdm(tasks, desc="folder tasks", disable=not progress):
         taxonomy = [dataset, *t.path]
         task_id = "/".join(taxonomy)
-        rows = read_task_rows(root_uri, task_id, t.images, reader, max_per_class, test_fraction, seed)
+        rows, dupes = read_task_rows(root_uri, task_id, t.images, reader, max_per_class, test_fraction, seed)
+        skipped.extend(dupes)
         if len({r["label"] for r in rows}) < 2:
             skipped.append(f"{task_id}: fewer than 2 classes with readable images; task left out")
             continue
         spec = {"task_id": task_id, "dataset": dataset, "kind": "taxonomy", "taxonomy": taxonomy}
         writer.add_task({**spec, "classes": list(t.classes)}, rows)
-    skipped = sorted(reader.bad.values()) + skipped
+    skipped = listed + reader.skipped(root_uri) + skipped
     params = {"builder": "folder", "root": str(root_uri), "min_images": min_images, "max_per_class": max_per_class,
-              "test_fraction": test_fraction, "seed": seed, "dataset": dataset, "max_side": max_side}  # fmt: skip
+              "test_fraction": test_fraction, "seed": seed, "dataset": dataset, "max_side": max_side,
+              "max_pixels": max_pixels, "follow_symlinks": follow_symlinks}  # fmt: skip
     return finish_build(writer, dataset, started, skipped, validate, contact_sheet, config=params)

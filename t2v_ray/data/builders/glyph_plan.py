@@ -3,13 +3,14 @@ task is. Pure bookkeeping in the parent process; rendering happens in ``glyph_re
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from t2v_ray.data.builders.common import task_rng
+from t2v_ray.data.builders.common import n_test_rows, task_rng
 from t2v_ray.data.builders.fonts import FontInfo
 from t2v_ray.data.builders.glyph_render import Source, TaskPlan
 from t2v_ray.data.builders.scripts import SCRIPTS, Script
@@ -76,6 +77,22 @@ def heavy_tailed_counts(n_classes: int, bounds: tuple[int, int], cfg: GlyphConfi
     return tuple(max(2, round(size * f)) for f in factors)
 
 
+def split_counts(
+    counts: tuple[int, ...], test_fraction: float, min_test: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(train, test) images per class from the per-class totals ``counts``.
+
+    Train is what a plain ``test_fraction`` split of ``counts`` leaves (the heavy-tailed sizes); test is that
+    split's share, topped up in proportion to each class's count so that the task has at least ``min_test``
+    test images: test_c = max(share_c, ceil(min_test * n_c / sum(n))), whose sum is >= min_test. Test images
+    are cheap to render and they set the resolution of the ground truth (one image of 200 is 0.5 pp).
+    """
+    total = sum(counts)
+    share = [n_test_rows(n, test_fraction) for n in counts]
+    test = tuple(max(s, math.ceil(min_test * n / total)) for s, n in zip(share, counts, strict=True))
+    return tuple(n - s for n, s in zip(counts, share, strict=True)), test
+
+
 def _src(font: FontInfo, chars, group: str | None = None) -> Source:
     return Source(
         font.key, font.path, font.index, group or font.family, "".join(c for c in chars if font.covers(c))
@@ -84,6 +101,7 @@ def _src(font: FontInfo, chars, group: str | None = None) -> Source:
 
 def _plan(cfg, seed, task_id, dataset, kind, taxonomy, classes, sources, bounds, profile, split) -> TaskPlan:
     counts = heavy_tailed_counts(len(classes), bounds, cfg, task_rng(seed, "size", task_id))
+    train, test = split_counts(counts, cfg.test_fraction, cfg.min_test)
     return TaskPlan(
         task_id=task_id,
         dataset=dataset,
@@ -91,7 +109,8 @@ def _plan(cfg, seed, task_id, dataset, kind, taxonomy, classes, sources, bounds,
         taxonomy=tuple(taxonomy),
         classes=tuple(classes),
         sources=tuple(tuple(s for s in per_class if s.chars) for per_class in sources),
-        counts=counts,
+        train_counts=train,
+        test_counts=test,
         profile=profile,
         image_size=cfg.image_size,
         test_fraction=cfg.test_fraction,

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from t2v_ray.data.builders.common import grouped_split, stratified_split, task_rng
+from t2v_ray.data.builders.common import split_groups, task_rng
 from t2v_ray.data.images import encode_png
 
 MASTER_PX = 48  # glyphs are drawn once at this size per (font, char) and then transformed down
@@ -59,12 +59,17 @@ class TaskPlan:
     taxonomy: tuple[str, ...]
     classes: tuple[str, ...]
     sources: tuple[tuple[Source, ...], ...]  # per class
-    counts: tuple[int, ...]  # images per class
+    train_counts: tuple[int, ...]  # train images per class
+    test_counts: tuple[int, ...]  # test images per class
     profile: str
     image_size: int
-    test_fraction: float
-    split: str  # "stratified" | "grouped"
+    test_fraction: float  # share of a class's font groups held out for test ("grouped" split)
+    split: str  # "stratified" (train and test drawn from the same fonts) | "grouped" (disjoint font groups)
     seed: int
+
+    @property
+    def n_images(self) -> int:
+        return sum(self.train_counts) + sum(self.test_counts)
 
     def spec_fields(self) -> dict:
         return {
@@ -140,42 +145,70 @@ def _pick(sources: tuple[Source, ...], k: int, order: np.ndarray, rng: np.random
     return None
 
 
+def _split_sources(
+    sources: tuple[Source, ...], plan: TaskPlan, rng: np.random.Generator
+) -> tuple[tuple[Source, ...], tuple[Source, ...]]:
+    """(train, test) sources of one class: disjoint font groups for a "grouped" split with two or more groups,
+    otherwise all sources on both sides (the images themselves are distinct draws).
+
+    Attribute labels belong to a font, so sharing a font between train and test would let a model recognise the
+    font instead of the attribute.
+    """
+    if plan.split == "grouped":
+        test = split_groups([s.group for s in sources], plan.test_fraction, rng)
+        if test:
+            return tuple(s for s in sources if s.group not in test), tuple(
+                s for s in sources if s.group in test
+            )
+    return sources, sources
+
+
+def _render_split(
+    plan: TaskPlan, label: int, sources: tuple[Source, ...], count: int, first: int, rng: np.random.Generator
+) -> tuple[list[dict], str | None]:
+    """``count`` images of class ``label`` (ids numbered from ``first``) and a problem when fonts ran dry."""
+    aug, rows = PROFILES[plan.profile], []
+    order = rng.permutation(len(sources))
+    for k in range(count):
+        picked = _pick(sources, k, order, rng)
+        if picked is None:
+            return rows, f"{plan.task_id}: class {plan.classes[label]!r}: no font draws its characters"
+        src, ch, master = picked
+        rows.append(
+            {
+                "label": label,
+                "image": encode_png(augment(master, plan.image_size, aug, rng)),
+                "image_id": f"c{label}-{first + k:04d}|{src.font_key}|U+{ord(ch):04X}",
+                "attributes": {"font": src.font_key, "family": src.group, "char": f"U+{ord(ch):04X}"},
+            }
+        )
+    return rows, None
+
+
 def render_task(plan: TaskPlan) -> tuple[dict, list[dict], list[str]]:
-    """Render ``plan``; returns (spec fields, rows, problems). Problems are skipped images, never fatal."""
+    """Render ``plan``: per class ``train_counts`` train and ``test_counts`` test images.
+
+    Returns:
+        (spec fields, rows, problems); problems are skipped images, never fatal.
+    """
     rng = task_rng(plan.seed, "render", plan.task_id)
-    aug = PROFILES[plan.profile]
+    split_rng = task_rng(plan.seed, "split", plan.task_id)
     rows: list[dict] = []
     problems: list[str] = []
-    for label, (sources, count) in enumerate(zip(plan.sources, plan.counts, strict=True)):
+    for label, sources in enumerate(plan.sources):
         if not sources:
             problems.append(f"{plan.task_id}: class {plan.classes[label]!r} has no font")
             continue
-        order = rng.permutation(len(sources))
-        for k in range(count):
-            picked = _pick(sources, k, order, rng)
-            if picked is None:
-                problems.append(
-                    f"{plan.task_id}: class {plan.classes[label]!r}: no font draws its characters"
-                )
+        train_src, test_src = _split_sources(sources, plan, split_rng)
+        first = 0
+        for split, src, count in (
+            ("train", train_src, plan.train_counts[label]),
+            ("test", test_src, plan.test_counts[label]),
+        ):
+            new, problem = _render_split(plan, label, src, count, first, rng)
+            rows.extend({**r, "split": split} for r in new)
+            first += count
+            if problem:
+                problems.append(problem)
                 break
-            src, ch, master = picked
-            img = augment(master, plan.image_size, aug, rng)
-            rows.append(
-                {
-                    "label": label,
-                    "image": encode_png(img),
-                    "image_id": f"c{label}-{k:04d}|{src.font_key}|U+{ord(ch):04X}",
-                    "attributes": {"font": src.font_key, "family": src.group, "char": f"U+{ord(ch):04X}"},
-                    "_group": src.group,
-                }
-            )
-    labels = [r["label"] for r in rows]
-    split_rng = task_rng(plan.seed, "split", plan.task_id)
-    if plan.split == "grouped":
-        splits = grouped_split(labels, [r.pop("_group") for r in rows], plan.test_fraction, split_rng)
-    else:
-        splits = stratified_split(labels, plan.test_fraction, split_rng)
-    for r, s in zip(rows, splits, strict=True):
-        r.pop("_group", None)
-        r["split"] = s
     return plan.spec_fields(), rows, problems

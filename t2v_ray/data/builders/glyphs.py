@@ -30,7 +30,9 @@ class GlyphConfig:
     """Sizes and choices of a glyph build; :data:`PRESETS` holds the named ones.
 
     Per-class counts ``(lo, hi)`` are the bounds of a Pareto(``tail_alpha``) draw per task:
-    ``P(n > x) = (lo / x) ** alpha``, clipped at ``hi`` -- most tasks small, a few large.
+    ``P(n > x) = (lo / x) ** alpha``, clipped at ``hi`` -- most tasks small, a few large. ``test_fraction`` of
+    them are test images; ``min_test`` tops every task's test split up to at least that many images (the train
+    split keeps its heavy-tailed size), so that each error of the grid is measured to +-3.5 pp or better.
     """
 
     image_size: int = 32
@@ -39,6 +41,7 @@ class GlyphConfig:
     min_letters: int = 20
     min_fonts: int = 2
     test_fraction: float = 0.2
+    min_test: int = 200
     held_out_fraction: float = 0.25
     taxonomy_per_class: tuple[int, int] = (10, 150)
     family_per_class: tuple[int, int] = (40, 200)
@@ -120,6 +123,14 @@ def _run_plans(plans: list[TaskPlan], processes: int, progress: bool):
     bar.close()
 
 
+def _check_config(cfg: GlyphConfig) -> None:
+    """Reject split settings that cannot give every task both a train and a test split."""
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise ValueError(f"glyph build: test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    if isinstance(cfg.min_test, bool) or not isinstance(cfg.min_test, int) or cfg.min_test < 0:
+        raise ValueError(f"glyph build: min_test must be an integer >= 0, got {cfg.min_test!r}")
+
+
 def build_glyphs(
     out_uri: str,
     preset: str = "default",
@@ -150,6 +161,7 @@ def build_glyphs(
     started = time.perf_counter()
     cfg = config or PRESETS["small" if small else preset]
     cfg = replace(cfg, **overrides) if overrides else cfg
+    _check_config(cfg)
     fonts = discover_fonts(cfg.font_dirs)
     if not fonts:
         raise RuntimeError(
@@ -161,7 +173,7 @@ def build_glyphs(
     recipes = {p.task_id: plan_recipe(p) for p in plans}
     todo = [p for p in plans if writer.reuse(p.task_id, recipes[p.task_id]) is None]
     # Big tasks first keeps both processes busy until the end; results are put back in plan order below.
-    todo.sort(key=lambda p: -sum(p.counts))
+    todo.sort(key=lambda p: -p.n_images)
     for spec_fields, rows, problems in _run_plans(todo, processes, progress):
         skipped.extend(problems)
         writer.add_task(spec_fields, rows, recipe=recipes[spec_fields["task_id"]])
