@@ -196,8 +196,9 @@ class PipelineResult:
         return getattr(self, key, default)
 
 
-def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] = print) -> PipelineResult:
-    """Run the configured stages; ``log`` receives status lines and each stage's summary table.
+def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] | None = None) -> PipelineResult:
+    """Run the configured stages; ``log`` receives status lines and each stage's summary table (rich
+    renderables; default: a rich console on stdout).
 
     Returns:
         Stage seconds, Table 1 per protocol, the report files per protocol, and the stages where some items
@@ -208,6 +209,10 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] = print) -> 
     """
     from t2v_ray.config import resolve_paths
 
+    if log is None:
+        from rich.console import Console
+
+        log = Console().print
     cfg = resolve_paths(cfg)  # configs built in code, not by load_config, get absolute paths here too
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
