@@ -73,7 +73,8 @@ def _note(details: SelectionDetails) -> str:
     return (
         f"Protocol **{details.protocol}**: {len(details.task_ids)} tasks, {len(details.expert_ids)} experts, "
         f"α = {details.alpha}. Relative increase = mean(e_sel) / mean(e_opt) − 1 with a bootstrap 95% "
-        "interval over tasks; mean of ratios = mean over tasks of (e_sel − e_opt) / e_opt."
+        "interval (tasks resampled, and each grid cell's test set: Binomial(n_test, e) / n_test); ± after a "
+        "mean error is its bootstrap standard error; mean of ratios = mean over tasks of (e_sel − e_opt) / e_opt."
     )
 
 

@@ -124,6 +124,11 @@ class ResultStore:
         """:meth:`read` as ``{key tuple: row dict}``."""
         return {tuple(r[k] for k in self.key): r for r in self.read().to_pylist()}
 
+    @property
+    def buffered(self) -> int:
+        """Rows added but not yet in a part file."""
+        return len(self._buffer)
+
     # ----------------------------------------------------------------------------------------- writing
     def add(self, row: Mapping[str, Any]) -> bool:
         """Buffer one row; returns True when this call flushed a part file."""

@@ -96,16 +96,21 @@ class Driver:
 
     def close(self) -> None:
         """Save buffered rows, kill the actors, and shut Ray down if this run started it."""
+        import sys
+
         import ray
 
-        try:
-            self.store.flush()  # e.g. after Ctrl-C: finished tasks are not recomputed by the next run
-        except Exception as err:
-            log.warning("could not save buffered results: %s", err)
-        try:
-            self.leases.release_all()  # tasks in flight when we stop are free for the next run at once
-        except Exception as err:
-            log.warning("could not release leases: %s", err)
+        from t2v_ray.data.retry import StorageUnavailableError
+
+        if isinstance(sys.exc_info()[1], StorageUnavailableError):
+            # Storage already failed for the whole patience: trying again would only double the wait.
+            log.warning("storage unreachable: %d buffered result(s) not saved", self.store.buffered)
+        else:
+            try:
+                self.store.flush()  # e.g. after Ctrl-C: finished tasks are not recomputed by the next run
+                self.leases.release_all()  # tasks in flight when we stop are free for the next run at once
+            except Exception as err:
+                log.warning("could not save buffered results or release leases: %s", err)
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
