@@ -105,11 +105,9 @@ def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:
     """``experts.tasks`` if given, else the ``n_experts`` largest taxonomy tasks (ties by id)."""
     if cfg.experts.tasks or cfg.experts.groups:
         return cfg.experts.tasks
-    from t2v_ray.data.library import TaskLibrary
+    from t2v_ray.stages.experts import largest_taxonomy_tasks
 
-    tasks = [t for t in TaskLibrary.open(lib_uri).tasks if t.kind == "taxonomy"]
-    tasks.sort(key=lambda t: (-t.n_train, t.task_id))
-    return tuple(t.task_id for t in tasks[: cfg.n_experts])
+    return largest_taxonomy_tasks(lib_uri, cfg.n_experts)
 
 
 @dataclass(frozen=True)

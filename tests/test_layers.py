@@ -146,3 +146,13 @@ def test_stage_configs_and_results_load_without_torch_ray_or_mlflow():
         [sys.executable, "-c", _BLOCKED_IMPORT, *LIGHT], capture_output=True, text=True, env=env, timeout=120
     )
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_pipeline_composes_stages_only():
+    # Besides the stages: the config loader and where things live (storage paths, file names, MLflow default).
+    helpers = ("t2v_ray.config", "t2v_ray.results.layout", "t2v_ray.data.storage", "t2v_ray.track")
+
+    def allowed(mod: str) -> bool:
+        return not _ours(mod) or mod.startswith("t2v_ray.stages.") or mod in helpers
+
+    assert _violations("t2v_ray.pipeline", allowed) == []

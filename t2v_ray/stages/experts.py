@@ -100,6 +100,15 @@ class ExpertsSummary:
         return tuple(self.errors)
 
 
+def largest_taxonomy_tasks(library_uri: str, n: int) -> tuple[str, ...]:
+    """The ``n`` taxonomy tasks of the library with the most training images (ties by id): default expert tasks."""
+    from t2v_ray.data.library import TaskLibrary
+
+    tasks = [t for t in TaskLibrary.open(library_uri).tasks if t.kind == "taxonomy"]
+    tasks.sort(key=lambda t: (-t.n_train, t.task_id))
+    return tuple(t.task_id for t in tasks[:n])
+
+
 def expert_plan(cfg: ExpertsConfig, known_tasks: set[str]) -> list[dict]:
     """One ``{"expert_id", "tasks"}`` item per expert to build (generic first); unknown task ids raise."""
     items = [{"expert_id": GENERIC_ID, "tasks": []}] if cfg.generic else []
