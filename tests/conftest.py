@@ -1,4 +1,4 @@
-"""Shared fixtures: a moto S3 server on 127.0.0.1 and a small offline glyph library.
+"""Shared fixtures: a moto S3 server on 127.0.0.1, a small offline glyph library, a synthetic results root.
 
 Both are session-scoped because they are expensive relative to a unit test and read-only for their users:
 tests that need a clean S3 namespace ask ``s3_server.make_bucket()`` for a fresh bucket instead of a new server.
@@ -92,3 +92,28 @@ def small_glyph_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("glyphs-small") / "library"
     build_glyphs(str(out), small=True, seed=0, processes=1, contact_sheet=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory):
+    """A synthetic results root (embeddings, grid, experts, library) with a known answer: tests/report/synth.py."""
+    from tests.report.synth import make_results
+
+    return make_results(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="session")
+def evaluated(synth):
+    """(table, details) of the taxonomy protocol on the synthetic root (MODEL2VEC LOO is the slow part)."""
+    from t2v_ray.report.evaluate import evaluate_selection
+
+    r = synth.root
+    return evaluate_selection(
+        str(r / "embeddings.parquet"),
+        str(r / "grid.parquet"),
+        str(r / "experts.parquet"),
+        str(r / "library"),
+        protocol="taxonomy",
+        n_boot=200,
+        seed=0,
+    )
