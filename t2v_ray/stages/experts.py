@@ -159,7 +159,7 @@ def build_expert(
     """
     from t2v_ray.data.library import TaskLibrary
     from t2v_ray.probes import get_probe
-    from t2v_ray.train.experts import full_state_dict
+    from t2v_ray.train.finetune import full_state_dict
 
     store, chash = ExpertStore(out_uri), expert_config_hash(cfg, tasks)
     if storage.exists(store.record_uri(expert_id)) and storage.exists(store.weights_uri(expert_id)):
@@ -199,8 +199,8 @@ def _fine_tune(
     probe: Any, lib: Any, tasks: list[str], cfg: ExpertsConfig
 ) -> tuple[Any, list[str], dict, dict]:
     """Fine-tune ``probe`` (in place) on the merged ``tasks``: ``(head, merged classes, metrics, curves)``."""
-    from t2v_ray.train.experts import merged_split, train_expert
-    from t2v_ray.train.features import resolve_device
+    from t2v_ray.train.extract import resolve_device
+    from t2v_ray.train.finetune import merged_split, train_expert
 
     specs = [lib.task(t) for t in tasks]
     splits = {

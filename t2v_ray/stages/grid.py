@@ -122,7 +122,7 @@ def _compute_pair(expert_id: str, task_id: str, ctx: GridContext) -> dict:
     from t2v_ray.results.experts import ExpertStore
     from t2v_ray.results.features import get_or_extract
     from t2v_ray.train.classifier import fit_classifier
-    from t2v_ray.train.features import extract_pair
+    from t2v_ray.train.extract import extract_pair
     from t2v_ray.train.scores import transfer_scores
 
     lib = _cached(("library", ctx.library_uri), lambda: TaskLibrary.open(ctx.library_uri))

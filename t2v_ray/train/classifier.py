@@ -3,7 +3,7 @@
 "Given an expert, we train a classifier on top of it by replacing the final classification layer and training it
 with Adam for 16 epochs. We use weight decay 5e-4 and learning rate 1e-4", each epoch drawing 10,000 images with
 replacement, uniformly over classes. The expert is frozen, so the classifier trains on cached features
-(:mod:`t2v_ray.train.features`) and should cost almost nothing next to the feature pass. Its 2,500 Adam steps
+(:mod:`t2v_ray.train.extract`) and should cost almost nothing next to the feature pass. Its 2,500 Adam steps
 (16 × 10,000 / 64) are taken by the one head trainer, :func:`t2v_ray.core.heads.fit_softmax` (closed-form
 gradient, no autograd).
 """

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from t2v_ray.core.transfer import h_score, leep, logme, nce
-from t2v_ray.train.features import FeatureSet
+from t2v_ray.train.extract import FeatureSet
 
 SCORE_NAMES = ("logme", "leep", "nce", "h_score")
 

@@ -47,7 +47,7 @@ def _baseline(lib: str, store: str, experts: list[str], tasks: list[str]) -> dic
 
     from t2v_ray.data.library import TaskLibrary
     from t2v_ray.results.experts import ExpertStore
-    from t2v_ray.train.features import extract_pair
+    from t2v_ray.train.extract import extract_pair
     from t2v_ray.train.settings import FeatureSettings
 
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ from t2v_ray.stages.experts import ExpertsConfig, run_experts
 from t2v_ray.stages.grid import GridConfig, run_grid
 from t2v_ray.track import TrackingSettings
 from t2v_ray.train.classifier import ClassifierConfig
-from t2v_ray.train.experts import ExpertTrainConfig
+from t2v_ray.train.finetune import ExpertTrainConfig
 from tests.train.tiny_tasks import TASKS, build_tiny_library
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 
 from t2v_ray.results.experts import GENERIC_ID, ExpertError, ExpertStore, excluded_experts
 from t2v_ray.stages.experts import ExpertsConfig, build_expert, expert_plan
-from t2v_ray.train.experts import ExpertTrainConfig
+from t2v_ray.train.finetune import ExpertTrainConfig
 from tests.train.tiny_tasks import build_tiny_library
 
 TINY_TRAIN = ExpertTrainConfig(

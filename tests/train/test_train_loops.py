@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 from t2v_ray.probes import get_probe
 from t2v_ray.results.features import FeatureSet
 from t2v_ray.train.classifier import ClassifierConfig, fit_classifier
-from t2v_ray.train.experts import ExpertTrainConfig, full_state_dict, train_expert
-from t2v_ray.train.features import extract_features
+from t2v_ray.train.extract import extract_features
+from t2v_ray.train.finetune import ExpertTrainConfig, full_state_dict, train_expert
 from t2v_ray.train.scores import transfer_scores
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from t2v_ray.core.heads import balanced_indices, fit_softmax
 from t2v_ray.core.settings import HeadConfig
-from t2v_ray.train.features import extract_features, labels_of
+from t2v_ray.train.extract import extract_features, labels_of
 from t2v_ray.train.settings import ExpertTrainConfig
 
 
