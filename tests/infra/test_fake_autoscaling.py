@@ -76,7 +76,7 @@ def embed_config(library: Path, out: Path) -> dict:
             "batch_size": 32,
             "head": {"epochs": 1, "epoch_size": 256},
         },
-        "mlflow": {"enabled": False},
+        "tracking": {"enabled": False},
     }
 
 
