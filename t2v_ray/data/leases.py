@@ -28,7 +28,8 @@ def _safe(item: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", item)[:150] + ".json"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists on this host (also when owned by another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ class LeaseBook:
             return True
         if lease.get("owner") == self.owner:
             return False
-        return not (lease.get("host") == self.host and not _pid_alive(int(lease.get("pid", -1))))
+        return not (lease.get("host") == self.host and not pid_alive(int(lease.get("pid", -1))))
 
     def claim(self, item: str) -> bool:
         """Take ``item`` unless another live owner holds it; True when this run now holds it."""

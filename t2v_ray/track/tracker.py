@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from t2v_ray.data.leases import pid_alive
 from t2v_ray.track.artifacts import ArtifactData, artifact_name, stage_artifact
 from t2v_ray.track.params import (
     MAX_METRICS_PER_BATCH,
@@ -33,16 +34,6 @@ from t2v_ray.track.redact import redact_text
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TAG_DRIVER_HOST, TAG_DRIVER_PID = "t2v.driver_host", "t2v.driver_pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class MlflowTracker:
@@ -126,7 +117,7 @@ class MlflowTracker:
             if t.get("out") != out or PARENT_RUN_TAG in t:
                 continue
             host, pid = t.get(TAG_DRIVER_HOST), t.get(TAG_DRIVER_PID)
-            if host is None or (host == socket.gethostname() and pid and not _alive(int(pid))):
+            if host is None or (host == socket.gethostname() and pid and not pid_alive(int(pid))):
                 self.client.set_tag(
                     run.info.run_id, "t2v.ended_by", f"a later run (driver {host}:{pid} was dead)"
                 )
