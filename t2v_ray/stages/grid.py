@@ -3,8 +3,10 @@
 The Tune plumbing it shares with expert training lives in :mod:`t2v_ray.distributed.tune_utils`; the pair records
 and ``grid.parquet`` in :mod:`t2v_ray.results.grid`, the feature cache in :mod:`t2v_ray.results.features`.
 
-One Tune trial per (expert_id, task_id) pair (:func:`run_pair` does the work, :func:`run_grid` drives); the
-ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
+One Tune trial per expert and chunk of ``tasks_per_trial`` tasks (:func:`run_chunk`): the trial loads the expert
+once and runs :func:`run_pair` for each of its tasks (one feature pass, one linear head each; the paper's
+classifiers are linear probes on frozen features, so the feature pass dominates and Tune's per-trial overhead,
+~1 s here, would otherwise rival it). :func:`run_grid` drives. The ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
 pair with ``expert_id`` and ``task_id`` as separate params and tags.
 
 Fault tolerance and resumption. Every pair writes its own result record to ``<out>/grid/pairs/`` the moment it
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from t2v_ray.config import Uri, to_dict
+from t2v_ray.config import Uri, check_ranges, ranged, to_dict
 from t2v_ray.data import storage
 from t2v_ray.distributed.tune_utils import TuneSettings, state_key
 from t2v_ray.results.grid import collect_grid, read_pair, read_pairs, write_pair
@@ -57,6 +59,8 @@ class GridConfig:
         expert_store: storage root holding ``experts/`` (``t2v experts train --out``; empty: ``out``).
         out: storage root for features, pair records, ``grid.parquet`` (and Tune state when local).
         resume: restore the latest Tune experiment of this grid first (pairs already ``ok`` never rerun anyway).
+        tasks_per_trial: tasks one Tune trial runs for its expert (0: all of them). Smaller chunks spread one
+            expert over more workers and lose less to a killed trial; larger ones pay Tune's overhead less often.
     """
 
     experts: tuple[str, ...] = ()
@@ -70,6 +74,7 @@ class GridConfig:
     expert_store: Uri = ""
     out: Uri = ""
     resume: bool = False
+    tasks_per_trial: int = ranged(32, 0)
 
     def result_hash(self) -> str:
         """Hash of what determines a pair's result; selection, scheduling and tracking settings do not."""
@@ -216,23 +221,40 @@ def _log_pair(ctx: GridContext, row: dict) -> str | None:
     )
 
 
-def grid_trial(config: dict, ctx: GridContext) -> None:
-    """Tune trainable: one (expert, task) pair from ``config["item"]``."""
-    import math
+def run_chunk(expert_id: str, task_ids: list[str], ctx: GridContext) -> list[dict]:
+    """:func:`run_pair` for each task of the chunk, the expert loaded once (the process cache keeps it).
 
+    A pair that raises a retryable error does not stop the others; the first such error is raised after the
+    chunk so that Tune retries the trial, whose finished pairs then return at once from their records.
+    """
+    rows, first_error = [], None
+    for task_id in task_ids:
+        try:
+            rows.append(run_pair(expert_id, task_id, ctx))
+        except Exception as err:
+            log.warning("grid pair %s x %s failed: %s", expert_id, task_id, err)
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
+    return rows
+
+
+def grid_trial(config: dict, ctx: GridContext) -> None:
+    """Tune trainable: one expert and a chunk of tasks from ``config["item"]``."""
     from ray import tune
 
     from t2v_ray.distributed.tune_utils import apply_trial_env
 
     apply_trial_env(ctx.env, ctx.cfg.tune.cpus_per_trial)
     item = config["item"]
-    row = run_pair(item["expert_id"], item["task_id"], ctx)
-    err = row.get("test_error")
+    rows = run_chunk(item["expert_id"], list(item["task_ids"]), ctx)
+    errors = [r["test_error"] for r in rows if r.get("test_error") is not None]
     tune.report(
         {
-            "test_error": math.nan if err is None else float(err),
-            "ok": row["status"] == "ok",
-            "skipped": bool(row.get("skipped")),
+            "pairs": len(rows),
+            "ok": sum(r["status"] == STATUS_OK for r in rows),
+            "skipped": sum(bool(r.get("skipped")) for r in rows),
+            "mean_test_error": float(sum(errors) / len(errors)) if errors else float("nan"),
         }
     )
 
@@ -256,14 +278,28 @@ def plan_pairs(cfg: GridConfig, lib: Any, experts_uri: str) -> list[tuple[str, s
     return [(e, t) for e in experts for t in tasks]
 
 
+def chunk_items(pairs: list[tuple[str, str]], tasks_per_trial: int) -> list[dict]:
+    """Trial items ``{"expert_id", "task_ids"}``: each expert's pairs in order, ``tasks_per_trial`` at a time."""
+    by_expert: dict[str, list[str]] = {}
+    for e, t in pairs:
+        by_expert.setdefault(e, []).append(t)
+    items = []
+    for e, tasks in by_expert.items():
+        size = tasks_per_trial if tasks_per_trial > 0 else len(tasks)
+        items += [{"expert_id": e, "task_ids": tasks[i : i + size]} for i in range(0, len(tasks), size)]
+    return items
+
+
 def record_failures(ctx: GridContext, failures: list[tuple[dict, str]]) -> None:
-    """Trials that failed past their retries still get a row saying why (unless the pair got done meanwhile)."""
+    """Trials that failed past their retries still get a row per pair saying why (unless it got done meanwhile)."""
     for item, message in failures:
-        e, t = item.get("expert_id"), item.get("task_id")
-        old = read_pair(ctx.out_uri, e, t) if e and t else None
-        if e and t and (old is None or old.get("status") != STATUS_OK):
-            row = {"expert_id": e, "task_id": t, "status": STATUS_ERROR, "error": message}
-            write_pair(ctx.out_uri, {**row, "config_hash": ctx.cfg.result_hash()})
+        e = item.get("expert_id")
+        tasks = item.get("task_ids") or ([item["task_id"]] if item.get("task_id") else [])
+        for t in tasks if e else []:
+            old = read_pair(ctx.out_uri, e, t)
+            if old is None or old.get("status") != STATUS_OK:
+                row = {"expert_id": e, "task_id": t, "status": STATUS_ERROR, "error": message}
+                write_pair(ctx.out_uri, {**row, "config_hash": ctx.cfg.result_hash()})
 
 
 @dataclass
@@ -323,8 +359,9 @@ class GridSummary:
         return table
 
 
-def _run_trials(ctx: GridContext, todo: list[dict], pairs: list[tuple[str, str]]) -> None:
-    """Every pair of ``todo`` as a Tune trial; a resumed experiment's unplanned pairs in a fresh one."""
+def _run_trials(ctx: GridContext, todo: list[tuple[str, str]], pairs: list[tuple[str, str]]) -> None:
+    """The pairs of ``todo`` as Tune trials (expert x task chunks); a resumed experiment's unplanned pairs in a
+    fresh one."""
     from ray import tune
 
     from t2v_ray.distributed.ray_utils import init_ray
@@ -334,12 +371,14 @@ def _run_trials(ctx: GridContext, todo: list[dict], pairs: list[tuple[str, str]]
     init_ray(cfg.tune.ray_address)
     trainable = tune.with_parameters(grid_trial, ctx=ctx)
     root, prefix = default_state_root(out_uri, cfg.tune), f"grid-{ctx.grid_key}-"
-    record_failures(ctx, trial_errors(run_trials(trainable, todo, cfg.tune, root, prefix, cfg.resume)))
+    items = chunk_items(todo, cfg.tasks_per_trial)
+    record_failures(ctx, trial_errors(run_trials(trainable, items, cfg.tune, root, prefix, cfg.resume)))
     # A restored experiment only knows the pairs of its own run: newly planned ones need a fresh one.
     recorded = read_pairs(out_uri, pairs)
-    left = [p for p in todo if (p["expert_id"], p["task_id"]) not in recorded]
+    left = [p for p in todo if p not in recorded]
     if cfg.resume and left:
-        record_failures(ctx, trial_errors(run_trials(trainable, left, cfg.tune, root, prefix)))
+        items = chunk_items(left, cfg.tasks_per_trial)
+        record_failures(ctx, trial_errors(run_trials(trainable, items, cfg.tune, root, prefix)))
 
 
 def run_grid(cfg: GridConfig) -> GridSummary:
@@ -354,6 +393,7 @@ def run_grid(cfg: GridConfig) -> GridSummary:
 
     if not cfg.library or not cfg.out:
         raise ValueError("both library and out must be set (e.g. --library URI --out URI)")
+    check_ranges(cfg, "grid")
     start = time.perf_counter()
     library_uri, out_uri = cfg.library, cfg.out
     experts_uri = cfg.expert_store or out_uri
@@ -364,7 +404,7 @@ def run_grid(cfg: GridConfig) -> GridSummary:
         for p, r in read_pairs(out_uri, pairs).items()
         if r["status"] == STATUS_OK and r.get("config_hash") == rhash
     }
-    todo = [{"expert_id": e, "task_id": t} for e, t in pairs if (e, t) not in done]
+    todo = [p for p in pairs if p not in done]
     storage.write_bytes_atomic(
         storage.join(out_uri, GRID_CONFIG_FILE), json.dumps(to_dict(cfg), indent=1).encode()
     )

@@ -176,3 +176,30 @@ def test_depthwise_path_equals_per_sample_loop(channels, mult, kernel, stride, p
     np.testing.assert_allclose(res.per_filter / scale, ref_filter / scale, atol=1e-5)
     dw = ref_weight[1].numpy()
     np.testing.assert_allclose(res.per_weight[1].reshape(dw.shape) / scale, dw / scale, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "size"), [(3, 1, 1, 9), (3, 2, 1, 8), (5, 2, 2, 11), (5, 1, 2, 4)]
+)
+def test_grouped_conv_depthwise_path_equals_per_sample_loop(kernel, stride, padding, size):
+    # Small maps (<= 16x16) without per-weight output take the grouped-conv path: G[b, c] = xcorr(x_pad[b, c],
+    # δ[b, c]) dilated by the stride. Its per-filter sums must equal the per-sample autograd loop.
+    from t2v_ray.core import fisher
+
+    assert size * size <= fisher._DW_GROUPED_MAX_PIXELS
+    torch.manual_seed(1)
+    feats = nn.Sequential(
+        nn.Conv2d(3, 5, 1),
+        nn.ReLU(),
+        nn.Conv2d(5, 5, kernel, stride, padding, groups=5),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ).eval()
+    head = nn.Linear(5, 3)
+    fm = FilterMap.from_module(feats)
+    x = torch.randn(7, 3, size, size)
+    ref_filter, _ = _slow_reference(feats, head, fm, x)
+    res = montecarlo_fisher(feats, head, fm, [x[:3], x[3:]])
+    scale = np.abs(ref_filter).max()
+    np.testing.assert_allclose(res.per_filter / scale, ref_filter / scale, atol=1e-5)
