@@ -37,7 +37,10 @@ class PipelineConfig:
         storage: root folder or ``s3://`` prefix for the library and all results.
         tracking_uri: MLflow URI for every stage (None: ``MLFLOW_TRACKING_URI`` or ``<storage>/mlflow.db``).
         library: the task library.
-        n_experts: when ``experts.tasks`` is empty, train experts on this many taxonomy tasks (largest first).
+        n_experts: when ``experts.tasks`` is empty, train experts on this many tasks, picked by ``expert_pick``.
+        expert_pick: ``largest``: the largest taxonomy tasks; ``spread``: the largest task of each family
+            (taxonomy prefix, e.g. a script family or a font-attribute group) in turn, so experts cover the
+            library (:func:`~t2v_ray.stages.experts.spread_expert_tasks`).
         experts: expert training (probe architecture, recipe).
         embed: the embedding job (probe, estimator, actors). ``library``/``out`` are filled in.
         grid: the expert × task classifier grid.
@@ -52,6 +55,7 @@ class PipelineConfig:
     tracking_uri: Uri | None = None
     library: LibraryConfig = field(default_factory=LibraryConfig)
     n_experts: int = 4
+    expert_pick: Literal["largest", "spread"] = "largest"
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     embed: EmbedJobConfig = field(default_factory=EmbedJobConfig)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -102,12 +106,13 @@ def results_uri(cfg: PipelineConfig) -> str:
 
 
 def pick_expert_tasks(cfg: PipelineConfig, lib_uri: str) -> tuple[str, ...]:
-    """``experts.tasks`` if given, else the ``n_experts`` largest taxonomy tasks (ties by id)."""
+    """``experts.tasks`` if given, else ``n_experts`` tasks picked by ``expert_pick`` (ties by id)."""
     if cfg.experts.tasks or cfg.experts.groups:
         return cfg.experts.tasks
-    from t2v_ray.stages.experts import largest_taxonomy_tasks
+    from t2v_ray.stages.experts import largest_taxonomy_tasks, spread_expert_tasks
 
-    return largest_taxonomy_tasks(lib_uri, cfg.n_experts)
+    pick = spread_expert_tasks if cfg.expert_pick == "spread" else largest_taxonomy_tasks
+    return pick(lib_uri, cfg.n_experts)
 
 
 @dataclass(frozen=True)

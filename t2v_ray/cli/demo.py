@@ -21,15 +21,27 @@ def demo_config(storage: str = "t2v-data"):
     return load_config(PipelineConfig, path, [f"storage={storage}"])
 
 
+def preset_config(preset: str) -> Path:
+    """The demo config of a preset: ``configs/demo-<preset>.yaml`` when shipped, else ``configs/demo.yaml`` (the
+    small demo) with ``library.preset`` set to it."""
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    own = folder / f"demo-{preset}.yaml"
+    return own if own.is_file() else folder / "demo.yaml"
+
+
 def demo(
-    storage: str = typer.Option(
-        "t2v-data", help="folder (or s3:// prefix) for the library, results and MLflow"
+    storage: str | None = typer.Option(
+        None,
+        help="folder (or s3:// prefix) for the library, results and MLflow (default: the preset's, "
+        "t2v-data or t2v-data-default)",
     ),
     preset: str = typer.Option(
-        "small", help="glyph library preset: small (12 tasks) or default (≥100 tasks)"
+        "small",
+        help="small: 12 tasks, 4 experts (configs/demo.yaml); default: 137 tasks, 12 experts spread over the "
+        "families, 32 px (configs/demo-default.yaml, <= 30 min on 2 cores)",
     ),
-    experts: int = typer.Option(
-        4, help="experts fine-tuned on the largest taxonomy tasks (plus the generic one)"
+    experts: int | None = typer.Option(
+        None, help="experts fine-tuned besides the generic one (default: the preset's, 4 or 12)"
     ),
     config: Path | None = typer.Option(None, "--config", help="a PipelineConfig YAML instead of the demo's"),
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. embed.actors=1 n_boot=200"),
@@ -61,8 +73,10 @@ def demo(
 
     # Table 1 needs ~110 columns; rich would wrap it into an unreadable tower in a narrow pipe/CI log.
     console = Console(width=None if sys.stdout.isatty() else 130)
-    base = config or Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    ovr = [f"storage={storage}", f"library.preset={preset}", f"n_experts={experts}", *(overrides or [])]
+    base = config or preset_config(preset)
+    ovr = [f"library.preset={preset}", *(overrides or [])]
+    ovr += [f"storage={storage}"] if storage is not None else []
+    ovr += [f"n_experts={experts}"] if experts is not None else []
     cfg = load_config(PipelineConfig, base, ovr)
     try:
         result = run_pipeline(cfg, log=console.print)

@@ -126,16 +126,17 @@ def _depthwise_sq(
 
     Large inputs: one shifted view of the input per kernel offset (k_h·k_w of them) times δ, summed over
     positions: no im2col and no tiny batched matmuls (those made depthwise layers half of EfficientNet's Fisher
-    time). Inputs of at most :data:`_DW_GROUPED_MAX_PIXELS` pixels: G is itself a cross-correlation of x_pad with
-    δ, one group per (sample, channel) and dilated by the stride, so one grouped ``conv2d`` computes it: 2-8x
-    faster there (tests/benchmarks/bench_fisher.py), slower on 32x32 maps.
+    time). Outputs of 2 to :data:`_DW_GROUPED_MAX_PIXELS` pixels: G is itself a cross-correlation of x_pad with
+    δ, one group per (sample, channel) and dilated by the stride, so one grouped ``conv2d`` computes it: 2-15x
+    faster there (EfficientNet-Lite0 at 32-64 px, 1 thread), but slower on 32x32 maps and 10-70x slower on
+    1x1 outputs (a 1x1 "kernel" dilated over a mostly padded input).
     """
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
     b, c = x.shape[:2]
     ho, wo = delta.shape[2:]
     mult = mod.out_channels // c
     xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
-    if mult == 1 and x.shape[2] * x.shape[3] <= _DW_GROUPED_MAX_PIXELS and not per_weight:
+    if mult == 1 and 1 < ho * wo <= _DW_GROUPED_MAX_PIXELS and not per_weight:
         # out[g, i, j] = Σ_{p,q} xp[g, i·dh + p·sh, j·dw + q·sw] · δ[g, p, q]  (g = b·C + c); a conv with kernel δ
         # and dilation = stride has exactly this form when the conv's own dilation is 1 (kept to (i, j) < k).
         if (dh, dw) == (1, 1):

@@ -109,6 +109,28 @@ def largest_taxonomy_tasks(library_uri: str, n: int) -> tuple[str, ...]:
     return tuple(t.task_id for t in tasks[:n])
 
 
+def spread_expert_tasks(library_uri: str, n: int) -> tuple[str, ...]:
+    """``n`` expert tasks spread over the library's families, the largest task of each family first.
+
+    A family is the first two levels of a task's taxonomy (``glyphs/European``, ``glyphs-attr/Latin``): script
+    families, font-attribute groups, and so on. Families take turns, the one whose next task is largest first,
+    so ``n`` >= the number of families gives every family an expert before any family gets a second. Taxonomy
+    and attribute tasks qualify; ties break by id.
+    """
+    from t2v_ray.data.library import TaskLibrary
+
+    families: dict[tuple[str, ...], list] = {}
+    for t in TaskLibrary.open(library_uri).tasks:
+        if t.kind in ("taxonomy", "attribute"):
+            families.setdefault(tuple(t.taxonomy[:2]), []).append(t)
+    queues = [sorted(ts, key=lambda t: (-t.n_train, t.task_id)) for ts in families.values()]
+    picked: list[str] = []
+    while len(picked) < n and any(queues):
+        round_ = sorted((q.pop(0) for q in queues if q), key=lambda t: (-t.n_train, t.task_id))
+        picked += [t.task_id for t in round_[: n - len(picked)]]
+    return tuple(picked)
+
+
 def expert_plan(cfg: ExpertsConfig, known_tasks: set[str]) -> list[dict]:
     """One ``{"expert_id", "tasks"}`` item per expert to build (generic first); unknown task ids raise."""
     items = [{"expert_id": GENERIC_ID, "tasks": []}] if cfg.generic else []
