@@ -136,17 +136,17 @@ def _depthwise_sq(
     ho, wo = delta.shape[2:]
     mult = mod.out_channels // c
     xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
-    if mult == 1 and 1 < ho * wo <= _DW_GROUPED_MAX_PIXELS and not per_weight:
-        # out[g, i, j] = Σ_{p,q} xp[g, i·dh + p·sh, j·dw + q·sw] · δ[g, p, q]  (g = b·C + c); a conv with kernel δ
-        # and dilation = stride has exactly this form when the conv's own dilation is 1 (kept to (i, j) < k).
-        if (dh, dw) == (1, 1):
-            grad = F.conv2d(
-                xp.reshape(1, b * c, *xp.shape[2:]),
-                delta.reshape(b * c, 1, ho, wo),
-                dilation=(sh, sw),
-                groups=b * c,
-            )[0, :, :kh, :kw].reshape(b, c, kh * kw)
-            return grad.pow(2).sum((0, 2)), None
+    grouped = mult == 1 and (dh, dw) == (1, 1) and not per_weight
+    if grouped and 1 < ho * wo <= _DW_GROUPED_MAX_PIXELS:
+        # out[g, i, j] = Σ_{p,q} xp[g, i + p·sh, j + q·sw] · δ[g, p, q]  (g = b·C + c): a conv with kernel δ and
+        # dilation = stride, kept to (i, j) < k (valid when the layer's own dilation is 1).
+        grad = F.conv2d(
+            xp.reshape(1, b * c, *xp.shape[2:]),
+            delta.reshape(b * c, 1, ho, wo),
+            dilation=(sh, sw),
+            groups=b * c,
+        )[0, :, :kh, :kw].reshape(b, c, kh * kw)
+        return grad.pow(2).sum((0, 2)), None
     d = delta.reshape(b, c, mult, ho, wo)
     cols = []
     for i in range(kh):
