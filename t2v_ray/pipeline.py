@@ -222,6 +222,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] | None = Non
         raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
     configs = stage_configs(cfg)
     out = PipelineResult()
+    record = _run_record(cfg)
     runners = {
         "library": lambda: _library(configs["library"], log),
         "experts": lambda: _experts(cfg, configs["experts"], log),
@@ -236,6 +237,7 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] | None = Non
         t0 = time.perf_counter()
         failures = runners[name]()
         out.seconds[name] = time.perf_counter() - t0
+        record(out.seconds)
         if failures is not None and failures.failed:
             if not failures.usable:
                 raise StageError(failures)
@@ -244,6 +246,37 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[object], None] | None = Non
             continue
         log(f"=== {name} done in {out.seconds[name]:.1f}s ===")
     return out
+
+
+RUNS_DIR = "pipeline_runs"
+
+
+def _run_record(cfg: PipelineConfig) -> Callable[[dict[str, float]], None]:
+    """A writer of ``<results>/pipeline_runs/<UTC start>.json``: this run's stage seconds, rewritten after each
+    stage (``tests/benchmarks/bench_pipeline.py`` reads it; a cached rerun gets its own file)."""
+    import json
+    import os
+    import socket
+    from datetime import UTC, datetime
+
+    from t2v_ray.config import to_dict
+    from t2v_ray.data import storage
+
+    started = datetime.now(UTC)
+    uri = storage.join(results_uri(cfg), RUNS_DIR, started.strftime("%Y%m%dT%H%M%S.%fZ") + ".json")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    meta = {"started_at": started.isoformat(), "host": socket.gethostname(), "cpus": os.cpu_count()}
+
+    def write(seconds: dict[str, float]) -> None:
+        doc = {**meta, "load_at_start": load, "seconds": seconds, "config": to_dict(cfg)}
+        try:
+            storage.write_bytes_atomic(uri, json.dumps(doc, indent=1).encode())
+        except OSError as err:  # bookkeeping only: never fail a finished stage over it
+            import logging
+
+            logging.getLogger(__name__).warning("cannot write the run record %s: %s", uri, err)
+
+    return write
 
 
 def _library(lcfg: LibraryConfig, log: Callable[[object], None]) -> None:

@@ -161,3 +161,42 @@ def test_cli_reports_bad_settings_as_a_message_and_exit_status_1(setup):
         app, ["grid", "run", "--library", lib, "--experts", out, "--out", out, "classifier.lrr=1"]
     )
     assert result.exit_code == 1 and "unknown key" in result.output
+
+
+def test_chunks_keep_each_expert_in_order_and_split_at_tasks_per_trial():
+    from t2v_ray.stages.grid import chunk_items
+
+    pairs = [(e, f"t{i}") for e in ("a", "b") for i in range(5)]
+    items = chunk_items(pairs, 2)
+    assert items == [
+        {"expert_id": "a", "task_ids": ["t0", "t1"]},
+        {"expert_id": "a", "task_ids": ["t2", "t3"]},
+        {"expert_id": "a", "task_ids": ["t4"]},
+        {"expert_id": "b", "task_ids": ["t0", "t1"]},
+        {"expert_id": "b", "task_ids": ["t2", "t3"]},
+        {"expert_id": "b", "task_ids": ["t4"]},
+    ]
+    assert chunk_items(pairs, 0) == [
+        {"expert_id": e, "task_ids": [f"t{i}" for i in range(5)]} for e in ("a", "b")
+    ]
+
+
+def test_a_chunk_runs_its_other_pairs_past_a_retryable_failure_then_raises(setup, monkeypatch, tmp_path):
+    # A transient error on one pair must not cost the chunk's other pairs; the error still reaches Tune.
+    from t2v_ray.results.grid import read_pair
+    from t2v_ray.stages import grid
+
+    lib, experts = setup
+    ctx = GridContext(FAST, lib, experts, str(tmp_path), NoopTracker(), None, {})  # a fresh grid root
+    real = grid._compute_pair
+
+    def flaky(expert_id, task_id, ctx):
+        if task_id == "shapes":
+            raise OSError("S3 read timed out")
+        return real(expert_id, task_id, ctx)
+
+    monkeypatch.setattr(grid, "_compute_pair", flaky)
+    with pytest.raises(OSError, match="timed out"):
+        grid.run_chunk("generic", ["shapes", "color"], ctx)
+    assert read_pair(str(tmp_path), "generic", "color")["status"] == "ok"
+    assert read_pair(str(tmp_path), "generic", "shapes") is None  # not recorded: Tune's retry computes it
