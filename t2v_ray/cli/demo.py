@@ -134,6 +134,7 @@ def render_table1(table, protocol: str):
         ("selector", "left"),
         ("mean error", "right"),
         ("vs optimal [95% CI]", "right"),
+        ("vs Generic, pp [95% CI]", "right"),
         ("regret (pp)", "right"),
         ("top-3", "right"),
         ("Kendall τ", "right"),
@@ -150,10 +151,17 @@ def render_table1(table, protocol: str):
             else f"{pct(r['rel_increase'])} [{pct(r['rel_increase_lo'])}, {pct(r['rel_increase_hi'])}]"
         )
         tau = r.get("kendall_tau", float("nan"))
+        gen = r.get("vs_generic", float("nan"))
+        vs_gen = (
+            "–"
+            if r["selector"] == "Generic" or gen is None or not math.isfinite(gen)
+            else f"{100 * gen:+.1f} [{100 * r['vs_generic_lo']:+.1f}, {100 * r['vs_generic_hi']:+.1f}]"
+        )
         t.add_row(
             str(r["selector"]),
             f"{100 * r['mean_error']:.1f}%",
             rel,
+            vs_gen,
             f"{100 * r['regret']:.1f}",
             f"{100 * r['top3']:.0f}%",
             "–" if tau is None or (isinstance(tau, float) and math.isnan(tau)) else f"{tau:+.2f}",

@@ -329,6 +329,8 @@ def evaluate_selectors(
         mean_error_se: the bootstrap standard deviation of mean(e_sel) over the same draws.
         mean_rel_increase: mean_i (e_sel - e_opt) / max(e_opt, err_floor): the per-task reading; the floor
             (in error units, default 0.1 %) only matters for tasks with e_opt < err_floor.
+        vs_generic (and _lo, _hi): mean(e_sel) - mean(e_generic) with its paired bootstrap interval, when a
+            'Generic' row is given (``_with_paired_difference``); an interval below 0 means "beats Generic".
         regret: mean(e_sel - e_opt). top3: fraction of tasks whose pick is among the 3 best allowed (ties count
             as hits). kendall_tau: see ``_kendall`` (NaN for selectors given as picks only).
     Chance uses expectations over a uniformly random allowed expert for error and top-3.
@@ -346,10 +348,11 @@ def evaluate_selectors(
     opt_pick = pick_lowest(err, mask)
     opt = err[np.arange(n), opt_pick]
     draws = bootstrap_errors(err, n_test, n_boot, seed, mask)
-    rows = []
+    rows, boots = [], {}
 
     def add(name: str, sel_err: np.ndarray, sel_boot: np.ndarray, sel_hits: np.ndarray, tau: float) -> None:
         rows.append(_row(name, sel_err, sel_boot, sel_hits, opt, opt_boot, tau, ci, err_floor))
+        boots[name] = (sel_err, sel_boot)
 
     def boot_of(p: np.ndarray) -> np.ndarray:
         return np.take_along_axis(draws.errors, p[draws.tasks][..., None], axis=2)[..., 0]
@@ -375,4 +378,23 @@ def evaluate_selectors(
         p = pick_lowest(s, mask)
         tau = _kendall(np.asarray(s, np.float64), err, mask)
         add(name, err[np.arange(n), p], boot_of(p), hits[np.arange(n), p], tau)
-    return pd.DataFrame(rows)
+    return _with_paired_difference(pd.DataFrame(rows), boots, ci, reference="Generic")
+
+
+def _with_paired_difference(table: pd.DataFrame, boots: dict, ci: float, reference: str) -> pd.DataFrame:
+    """Columns ``vs_<ref>``, ``vs_<ref>_lo``, ``vs_<ref>_hi``: mean(e_sel) - mean(e_ref) and its percentile interval
+    over the same bootstrap draws (paired: each draw scores both rows on the same tasks and test sets), so an
+    interval that excludes 0 orders the two selectors. NaN when there is no ``reference`` row."""
+    key = "vs_" + reference.lower()
+    if reference not in boots:
+        return table.assign(**{key: np.nan, f"{key}_lo": np.nan, f"{key}_hi": np.nan})
+    ref_err, ref_boot = boots[reference]
+    est, lo, hi = [], [], []
+    for name in table["selector"]:
+        sel_err, sel_boot = boots[name]
+        diff = sel_boot.mean(axis=1) - ref_boot.mean(axis=1)
+        est.append(float(sel_err.mean() - ref_err.mean()))
+        q = np.nanpercentile(diff, [50 * (1 - ci), 50 * (1 + ci)]) if len(diff) > 1 else (np.nan, np.nan)
+        lo.append(float(q[0]))
+        hi.append(float(q[1]))
+    return table.assign(**{key: est, f"{key}_lo": lo, f"{key}_hi": hi})

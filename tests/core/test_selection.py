@@ -198,6 +198,9 @@ def test_kendall_sign_and_transfer_scores_negated():
         "top3",
         "kendall_tau",
         "n_tasks",
+        "vs_generic",
+        "vs_generic_lo",
+        "vs_generic_hi",
     ]
     assert list(df.selector) == ["Optimal", "Chance", "same", "reversed", "T"]
 
@@ -277,3 +280,29 @@ def test_table1_on_planted_structure_model2vec_beats_asymmetric_task2vec():
     assert df.loc["MODEL2VEC", "top3"] >= df.loc["Asymmetric Task2Vec", "top3"]
     assert df.loc["MODEL2VEC", "kendall_tau"] > df.loc["Asymmetric Task2Vec", "kendall_tau"]
     assert df.loc["MODEL2VEC", "rel_increase_hi"] < df.loc["Asymmetric Task2Vec", "rel_increase"]
+
+
+def test_paired_difference_to_generic_is_exact_for_a_constant_shift_and_zero_for_equal_picks():
+    # Expert 1 is exactly 0.1 better than expert 0 (Generic) on every task. Resampling tasks only (no n_test),
+    # every draw's mean(e_1) - mean(e_0) is -0.1, so the paired interval is the point [-0.1, -0.1]; a selector
+    # that picks Generic everywhere differs by 0 in every draw. With binomial test-set draws the paired
+    # interval must still exclude 0 (200 test images, a 10-point gap: se of the difference ~ 0.5 pp / sqrt(n)).
+    from t2v_ray.core.selection import evaluate_selectors
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.6, 40)
+    err = np.stack([base, base - 0.1, base + 0.05], axis=1)
+    picks = {"Generic": np.zeros(40, int), "Better": np.ones(40, int), "Same": np.zeros(40, int)}
+    t = evaluate_selectors(err, picks=picks, n_boot=300).set_index("selector")
+    np.testing.assert_allclose(
+        t.loc["Better", ["vs_generic", "vs_generic_lo", "vs_generic_hi"]], -0.1, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        t.loc["Same", ["vs_generic", "vs_generic_lo", "vs_generic_hi"]], 0.0, atol=1e-12
+    )
+    assert t.loc["Optimal", "vs_generic"] == pytest.approx(-0.1)
+    noisy = evaluate_selectors(err, picks=picks, n_test=np.full(40, 200), n_boot=300).set_index("selector")
+    lo, hi = noisy.loc["Better", ["vs_generic_lo", "vs_generic_hi"]]
+    assert lo < -0.1 < hi < 0
+    without = evaluate_selectors(err, picks={"Better": np.ones(40, int)}, n_boot=50)
+    assert without["vs_generic"].isna().all()
