@@ -58,6 +58,11 @@ def demo(
       select   Table 1 for the taxonomy and mixed protocols, Fig. 1-3 style PNGs, everything in MLflow
     Every value is in t2v_ray/configs/demo.yaml (= jobs/configs/demo.yaml) and can be overridden, e.g.
     `t2v demo embed.actors=1 n_boot=200`.
+
+    \b
+    --preset default (t2v_ray/configs/demo-default.yaml, ./t2v-data-default; <= 30 min on 2 cores):
+      137 tasks (>= 200 test images each), 32 px probe inputs, generic + 12 experts spread over the families
+      (8 SGD epochs of 1,024 draws), every training image embedded, 13 x 137 grid in trials of 32 tasks.
     """
     import os
     import sys
