@@ -84,6 +84,22 @@ class SelectionDetails:
         """Best allowed error per task."""
         return self.errors[np.arange(len(self.task_ids)), self.picks[OPTIMAL]]
 
+    def expert_margins(self) -> pd.DataFrame:
+        """Per fine-tuned expert and source task in the grid: its error, the generic expert's, and the margin
+        ``generic - expert`` (positive: the specialist wins on its own data). Empty without a generic expert."""
+        cols = ["expert_id", "source_task", "expert_error", "generic_error", "margin"]
+        if self.generic_index is None:
+            return pd.DataFrame(columns=cols)
+        index = {t: i for i, t in enumerate(self.task_ids)}
+        rows = []
+        for j, (expert, sources) in enumerate(zip(self.expert_ids, self.expert_sources, strict=True)):
+            for task in sources or []:
+                if j == self.generic_index or task not in index:
+                    continue
+                e, g = self.errors[index[task], j], self.errors[index[task], self.generic_index]
+                rows.append(dict(zip(cols, [expert, task, e, g, g - e], strict=True)))
+        return pd.DataFrame(rows, columns=cols)
+
     def per_task(self) -> pd.DataFrame:
         """Long table: one row per (task, selector) with the picked expert, its error and the optimal error."""
         n, opt = len(self.task_ids), self.optimal_errors

@@ -4,6 +4,7 @@ Files written under ``out`` (the names are also the MLflow artifact paths):
     table1.csv, table1.md           Table 1 (see :mod:`t2v_ray.report.tables`)
     picks.csv                       per task and selector: the chosen expert, its error, the optimal error
     alpha_sweep.csv                 rel. error increase of d_asym picks per alpha (diagnostic)
+    expert_margins.csv, .md         each fine-tuned expert vs the generic one on its own source task
     fig1_tsne.png                   task vs domain embedding t-SNE
     fig2_distance_matrix.png        d_sym matrix + dendrogram + taxonomy colour bar
     fig2_taxonomy_curve.png         taxonomic distance vs neighbourhood size (needs the library's taxonomy)
@@ -78,6 +79,27 @@ def _note(details: SelectionDetails) -> str:
     )
 
 
+def margins_markdown(margins: pd.DataFrame) -> str:
+    """The expert-margin table: linear-probe test error on each expert's own source task, expert vs generic."""
+    lines = [
+        "## Experts vs the generic probe on their own source tasks",
+        "",
+        "| expert | expert error | generic error | margin (pp) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in margins.to_dict("records"):
+        lines.append(
+            f"| {r['expert_id']} | {100 * r['expert_error']:.1f}% | {100 * r['generic_error']:.1f}% "
+            f"| {100 * r['margin']:+.1f} |"
+        )
+    m = margins["margin"]
+    lines += [
+        "",
+        f"Mean margin {100 * m.mean():+.1f} pp; {int((m > 0).sum())} of {len(m)} experts beat the probe.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def report_files(table: pd.DataFrame, details: SelectionDetails) -> dict[str, bytes | Renderer]:
     """Every report output: name -> bytes, or a renderer returning a figure."""
     files: dict[str, bytes | Renderer] = {
@@ -87,6 +109,10 @@ def report_files(table: pd.DataFrame, details: SelectionDetails) -> dict[str, by
         ).encode(),
         "picks.csv": details.per_task().to_csv(index=False, float_format="%.6g").encode(),
     }
+    margins = details.expert_margins()
+    if not margins.empty:
+        files["expert_margins.csv"] = margins.to_csv(index=False, float_format="%.6g").encode()
+        files["expert_margins.md"] = margins_markdown(margins).encode()
     if not details.alpha_curve.empty:
         files["alpha_sweep.csv"] = details.alpha_curve.to_csv(index=False, float_format="%.6g").encode()
     files.update(_figures(details))

@@ -191,3 +191,19 @@ def test_variational_embeddings_are_not_given_the_prior_twice(synth, tmp_path):
         want = asymmetric_scores(d.task_vectors, d.expert_task_embs, d.embeddings.trivial, 0.15, prior)
         np.testing.assert_allclose(d.scores["Asymmetric Task2Vec"], want, rtol=1e-12)
     assert not np.allclose(var.scores["Asymmetric Task2Vec"], mc.scores["Asymmetric Task2Vec"])
+
+
+def test_expert_margins_are_generic_minus_expert_on_each_source_task(evaluated, synth):
+    # The synthetic grid's errors are known per cell: the margin of expert j on its source task s is
+    # err[s, generic] - err[s, j], one row per (fine-tuned expert, source task), none for the generic expert.
+    _, details = evaluated
+    m = details.expert_margins()
+    gen = synth.expert_ids.index("generic")
+    expected = {
+        (e, t): synth.errors[synth.task_ids.index(t), gen] - synth.errors[synth.task_ids.index(t), j]
+        for j, (e, src) in enumerate(zip(synth.expert_ids, synth.sources, strict=True))
+        for t in src
+    }
+    got = {(r.expert_id, r.source_task): r.margin for r in m.itertuples()}
+    assert got.keys() == expected.keys() and "generic" not in set(m.expert_id)
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), atol=1e-12)

@@ -33,6 +33,7 @@ def written(evaluated, tmp_path_factory):
 def test_every_file_is_written(written):
     out, files = written
     expected = {"table1.csv", "table1.md", "picks.csv", "alpha_sweep.csv", *FIGURES}
+    expected |= {"expert_margins.csv", "expert_margins.md"}
     assert set(files) == expected
     assert all((out / name).stat().st_size > 0 for name in expected)
 
