@@ -104,6 +104,11 @@ def _print_result(console, cfg, result: dict) -> None:
             console.print(
                 f"[bold]{protocol}[/]: Table 1 (md/csv), picks and plots (fig1-fig3 PNG) in {folder}/"
             )
+    margins = next(
+        (f["expert_margins.csv"] for f in result["files"].values() if "expert_margins.csv" in f), None
+    )
+    if margins is not None:
+        console.print(render_margins(margins))
     secs = result["seconds"]
     console.print(
         "stage times: "
@@ -112,6 +117,37 @@ def _print_result(console, cfg, result: dict) -> None:
     )
     console.print(f"Browse everything in MLflow:  mlflow ui --backend-store-uri {tracking_uri(cfg)}")
     print_failures(console, cfg, result)
+
+
+def render_margins(uri: str):
+    """The expert-margin table (``expert_margins.csv`` of the report) as a rich table with its mean."""
+    import io
+
+    import pandas as pd
+    from rich.table import Table
+
+    from t2v_ray.data import storage
+
+    m = pd.read_csv(io.BytesIO(storage.read_bytes(uri)))
+    t = Table(title="Experts vs the generic probe on their own source task (linear-probe test error)")
+    for col, just in [
+        ("expert", "left"),
+        ("expert", "right"),
+        ("generic", "right"),
+        ("margin (pp)", "right"),
+    ]:
+        t.add_column(col, justify=just, no_wrap=True)
+    for r in m.itertuples():
+        t.add_row(
+            str(r.source_task),
+            f"{100 * r.expert_error:.1f}%",
+            f"{100 * r.generic_error:.1f}%",
+            f"{100 * r.margin:+.1f}",
+        )
+    t.caption = (
+        f"mean margin {100 * m.margin.mean():+.1f} pp; {int((m.margin > 0).sum())}/{len(m)} experts win"
+    )
+    return t
 
 
 def print_failures(console, cfg, result: dict) -> None:
