@@ -46,6 +46,7 @@ class PipelineConfig:
         grid: the expert × task classifier grid.
         protocols: selection protocols to evaluate (``taxonomy``, ``mixed``).
         n_boot: bootstrap resamples for the Table 1 intervals.
+        model2vec_folds: MODEL2VEC's out-of-fold fits: 0 = leave-one-out (the paper), K = K-fold cross-fitting.
         stages: which stages to run, in order.
         allow_partial: exit 0 although some experts, tasks or pairs failed (a stage that produced nothing
             usable always stops the pipeline).
@@ -61,6 +62,7 @@ class PipelineConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     protocols: tuple[Literal["taxonomy", "mixed"], ...] = ("taxonomy", "mixed")
     n_boot: int = 1000
+    model2vec_folds: int = 0
     stages: tuple[Stage, ...] = STAGES
     allow_partial: bool = False
 
@@ -168,7 +170,13 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, object]:
 
     selects = [
         SelectConfig(
-            results=res, library=lib, protocol=p, n_boot=cfg.n_boot, tracking_uri=uri, probe=cfg.embed.probe
+            results=res,
+            library=lib,
+            protocol=p,
+            n_boot=cfg.n_boot,
+            tracking_uri=uri,
+            probe=cfg.embed.probe,
+            model2vec_folds=cfg.model2vec_folds,
         )
         for p in cfg.protocols
     ]
@@ -260,17 +268,17 @@ def _run_record(cfg: PipelineConfig) -> Callable[[dict[str, float]], None]:
     from datetime import UTC, datetime
 
     from t2v_ray.config import to_dict
-    from t2v_ray.data import storage
+    from t2v_ray.data.storage import join, write_bytes_atomic
 
     started = datetime.now(UTC)
-    uri = storage.join(results_uri(cfg), RUNS_DIR, started.strftime("%Y%m%dT%H%M%S.%fZ") + ".json")
+    uri = join(results_uri(cfg), RUNS_DIR, started.strftime("%Y%m%dT%H%M%S.%fZ") + ".json")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     meta = {"started_at": started.isoformat(), "host": socket.gethostname(), "cpus": os.cpu_count()}
 
     def write(seconds: dict[str, float]) -> None:
         doc = {**meta, "load_at_start": load, "seconds": seconds, "config": to_dict(cfg)}
         try:
-            storage.write_bytes_atomic(uri, json.dumps(doc, indent=1).encode())
+            write_bytes_atomic(uri, json.dumps(doc, indent=1).encode())
         except OSError as err:  # bookkeeping only: never fail a finished stage over it
             import logging
 

@@ -145,6 +145,15 @@ def sweep_alpha(
     return picks[best, np.arange(n)], np.asarray(alphas, dtype=np.float64)[best]
 
 
+def cross_fit_folds(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Task indices of each held-out fold: ``folds`` <= 0 or >= n gives leave-one-out (n folds of one task);
+    otherwise a seeded permutation dealt round-robin into ``folds`` folds of near-equal size."""
+    if folds <= 0 or folds >= n:
+        return [np.array([i]) for i in range(n)]
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(order[f::folds]) for f in range(folds)]
+
+
 def loo_model2vec(
     task_embs: np.ndarray,
     errors: np.ndarray,
@@ -153,9 +162,14 @@ def loo_model2vec(
     alpha_asym: float = 0.15,
     allowed: np.ndarray | None = None,
     includes_prior: bool = False,
+    folds: int = 0,
     **opts,
 ) -> np.ndarray:
-    """Leave-one-out MODEL2VEC scores (supplement §4.3): row i comes from a fit on every task but i.
+    """Out-of-fold MODEL2VEC scores (supplement §4.3): row i comes from a fit on tasks that exclude task i.
+
+    ``folds = 0`` (default): leave-one-out, one fit per task, as in the paper. ``folds = K``: K-fold
+    cross-fitting, each fold's tasks scored by a fit on the other K - 1 folds (:func:`cross_fit_folds`): K fits
+    instead of n, each on a fraction (K - 1) / K of the tasks; task i's errors still never reach its own fit.
 
     Returns:
         (n, k) d_asym(m_j -> t_i), lower = better; ``opts`` go to ``fit_model2vec``.
@@ -164,13 +178,14 @@ def loo_model2vec(
     err = np.asarray(errors, dtype=np.float64)
     mask = _allowed(err, allowed)
     out = np.empty_like(err)
-    for i in range(len(tasks)):
-        rest = np.arange(len(tasks)) != i
+    for held in cross_fit_folds(len(tasks), folds):
+        rest = np.ones(len(tasks), dtype=bool)
+        rest[held] = False
         model = fit_model2vec(
             tasks[rest], err[rest], expert_task_embs, t0, alpha_asym, allowed=mask[rest],
             includes_prior=includes_prior, **opts,
         )  # fmt: skip
-        out[i] = model.scores(tasks[i : i + 1])[0]
+        out[held] = model.scores(tasks[held])
     return out
 
 

@@ -290,6 +290,7 @@ def evaluate_selection(
     *,
     model2vec: bool = True,
     model2vec_opts: dict[str, Any] | None = None,
+    model2vec_folds: int = 0,
     probe: str | None = None,
     method: str | None = None,
 ) -> tuple[pd.DataFrame, SelectionDetails]:
@@ -318,7 +319,8 @@ def evaluate_selection(
     picks = {GENERIC: sel.generic_picks(len(task_ids), generic)} if generic is not None else {}
     includes_prior = emb.method == "variational"  # its embeddings are (β/2N)Λ ≈ F + t0
     scores, sweep, chosen = _selector_scores(
-        vectors, experts_emb, emb.trivial, errors, mask, alpha, model2vec, dict(model2vec_opts or {}),
+        vectors, experts_emb, emb.trivial, errors, mask, alpha, model2vec,
+        {**(model2vec_opts or {}), "folds": model2vec_folds},
         includes_prior,
     )  # fmt: skip
     transfer = _transfer_scores(grid, task_ids, expert_ids)

@@ -120,3 +120,53 @@ def test_early_stopping_on_held_out_tasks():
     assert model.epochs_run < 300
     fixed = fit_model2vec(tasks, errors, f, t0, epochs=300)
     assert fixed.epochs_run == 300
+
+
+def test_numba_kernel_matches_broadcast_autograd_in_value_and_gradient(monkeypatch):
+    # Same d_sym and the same ∂L/∂models (derivation in t2v_ray/core/sym_kernel.py) as autograd through the
+    # broadcast formula, for an arbitrary upstream gradient G; zero entries (unused filters) included.
+    from t2v_ray.core import model2vec as mv
+    from t2v_ray.core import sym_kernel
+
+    if not sym_kernel.available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(0)
+    models = rng.gamma(0.5, 1.0, (4, 300))
+    models[:, :20] = 0.0
+    tasks = rng.gamma(0.5, 1.0, (7, 300))
+    upstream = torch.tensor(rng.standard_normal((7, 4)))
+    out = {}
+    for name, threshold in (("kernel", 0), ("autograd", 10**12)):
+        monkeypatch.setattr(mv, "KERNEL_MIN_ENTRIES", threshold)
+        a = torch.tensor(models).requires_grad_()
+        d = mv.symmetric_distance_torch(a, torch.tensor(tasks))
+        d.backward(upstream)
+        out[name] = (d.detach().numpy(), a.grad.numpy())
+    np.testing.assert_allclose(out["kernel"][0], out["autograd"][0], atol=1e-12)
+    scale = np.abs(out["autograd"][1]).max()
+    np.testing.assert_allclose(out["kernel"][1] / scale, out["autograd"][1] / scale, atol=1e-6)
+
+
+def test_cross_fit_folds_partition_the_tasks_and_default_to_leave_one_out():
+    from t2v_ray.core.selection import cross_fit_folds
+
+    folds = cross_fit_folds(23, 5, seed=3)
+    assert len(folds) == 5 and sorted(np.concatenate(folds).tolist()) == list(range(23))
+    assert {len(f) for f in folds} <= {4, 5}
+    assert [f.tolist() for f in cross_fit_folds(4, 0)] == [[0], [1], [2], [3]]
+    assert [f.tolist() for f in cross_fit_folds(4, 9)] == [[0], [1], [2], [3]]
+
+
+def test_k_fold_model2vec_scores_a_fold_only_with_a_fit_that_never_saw_it():
+    # Each fold's rows must equal a fit on the other folds' tasks alone, scored on the held-out tasks.
+    from t2v_ray.core.model2vec import fit_model2vec
+    from t2v_ray.core.selection import cross_fit_folds, loo_model2vec
+
+    rng = np.random.default_rng(1)
+    tasks, experts, t0 = rng.gamma(0.5, 1, (9, 40)), rng.gamma(0.5, 1, (3, 40)), rng.gamma(0.5, 1, 40)
+    err = rng.uniform(0.1, 0.6, (9, 3))
+    scores = loo_model2vec(tasks, err, experts, t0, folds=3, epochs=5)
+    for held in cross_fit_folds(9, 3):
+        rest = np.setdiff1d(np.arange(9), held)
+        m = fit_model2vec(tasks[rest], err[rest], experts, t0, epochs=5)
+        np.testing.assert_allclose(scores[held], m.scores(tasks[held]), rtol=1e-6)
