@@ -49,7 +49,7 @@ def demo(
     """Run the whole method on the embedded default (local Ray, ./t2v-data, MLflow on sqlite) and print Table 1.
 
     \b
-    Sizes (scaled down from the paper; 4-6 min on 2 CPU cores, a cached rerun ~10 s):
+    Sizes (scaled down from the paper; 2-4 min on 2 CPU cores, a cached rerun ~10 s):
       library  offline glyph library, preset small: 12 tasks, 30-250 training and >= 200 test images each, 32 px
       probe    EfficientNet-Lite0 with its packaged ImageNet weights, 64 px inputs
       experts  generic + 4 fine-tuned on the largest taxonomy tasks (10 head + 3 SGD epochs of 512 draws)
