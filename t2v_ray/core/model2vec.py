@@ -38,19 +38,17 @@ class _KernelSymDistance(torch.autograd.Function):
 
         a_np, b_np = a.detach().double().numpy(), b.detach().double().numpy()
         sums = sym_kernel.pair_sums(b_np, a_np, eps)
-        ctx.save_for_backward(a, b)
-        ctx.sums, ctx.eps = sums, eps
+        ctx.arrays = (a_np, b_np)  # the float64 copies, made once for both passes
+        ctx.sums, ctx.eps, ctx.dtype = sums, eps, a.dtype
         return torch.from_numpy(sym_kernel.distances(sums, eps)).to(a.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         from t2v_ray.core import sym_kernel
 
-        a, b = ctx.saved_tensors
-        g = sym_kernel.grad_models(
-            b.double().numpy(), a.double().numpy(), ctx.sums, grad.double().numpy(), ctx.eps
-        )
-        return torch.from_numpy(g).to(a.dtype), None, None
+        a_np, b_np = ctx.arrays
+        g = sym_kernel.grad_models(b_np, a_np, ctx.sums, grad.double().numpy(), ctx.eps)
+        return torch.from_numpy(g).to(ctx.dtype), None, None
 
 
 # Broadcast autograd below this many pair-filter entries (tests, small demos): the kernel's compile is ~2 s.

@@ -6,7 +6,8 @@ and ``grid.parquet`` in :mod:`t2v_ray.results.grid`, the feature cache in :mod:`
 One Tune trial per expert and chunk of ``tasks_per_trial`` tasks (:func:`run_chunk`): the trial loads the expert
 once and runs :func:`run_pair` for each of its tasks (one feature pass, one linear head each; the paper's
 classifiers are linear probes on frozen features, so the feature pass dominates and Tune's per-trial overhead,
-~1 s here, would otherwise rival it). :func:`run_grid` drives. The ground truth lands in ``<out>/grid.parquet`` (DESIGN.md, plus transferability columns) and in one MLflow run per
+~1 s here, would otherwise rival it). :func:`run_grid` drives. The ground truth lands in ``<out>/grid.parquet``
+(DESIGN.md, plus transferability columns) and in one MLflow run per
 pair with ``expert_id`` and ``task_id`` as separate params and tags.
 
 Fault tolerance and resumption. Every pair writes its own result record to ``<out>/grid/pairs/`` the moment it
